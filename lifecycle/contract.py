@@ -1,0 +1,110 @@
+"""The data contract: one YAML file that declares every column, the id, the target, the event
+time, freshness, personal data and cross-field rules. Everything else is built from it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from lifecycle.errors import StageError
+
+ColumnType = Literal["int", "float", "bool", "string", "category", "datetime"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnSpec(_Strict):
+    type: ColumnType
+    nullable: bool = True
+    allowed: list[str] | None = None
+    min: float | None = None
+    max: float | None = None
+    missing: Literal["drop", "impute"] = "impute"
+    role: Literal["feature", "metadata"] = "feature"
+
+
+class Target(_Strict):
+    column: str
+    positive: str | None = None
+
+
+class Freshness(_Strict):
+    max_age_days: float
+    future_tolerance_hours: float = 24
+
+
+class Rule(_Strict):
+    name: str
+    check: str
+
+
+class Contract(_Strict):
+    dataset: str
+    id: str
+    event_time: str | None = None
+    target: Target
+    freshness: Freshness | None = None
+    personal_data: list[str] = []
+    extra_columns: Literal["error", "ignore"] = "error"
+    columns: dict[str, ColumnSpec]
+    rules: list[Rule] = []
+
+    @model_validator(mode="after")
+    def _names_are_declared(self) -> Contract:
+        named = [self.id, self.target.column, *self.personal_data]
+        if self.event_time:
+            named.append(self.event_time)
+        unknown = [n for n in named if n not in self.columns]
+        if unknown:
+            raise ValueError(f"columns named but not declared under 'columns': {unknown}")
+        return self
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """Columns a model may learn from: not the id, target, event time or personal data."""
+        excluded = {self.id, self.target.column, self.event_time, *self.personal_data}
+        return [
+            name
+            for name, spec in self.columns.items()
+            if name not in excluded and spec.role == "feature"
+        ]
+
+    @property
+    def content_columns(self) -> list[str]:
+        """Columns that say what a record is, for duplicate detection: features and target."""
+        return [*self.feature_columns, self.target.column]
+
+    def rule_columns(self, rule: Rule) -> list[str]:
+        """The declared columns a rule's expression reads."""
+        names = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", rule.check))
+        return [c for c in self.columns if c in names]
+
+
+def load_contract(path: str | Path) -> Contract:
+    """Read and check a contract file; a malformed one is one clear StageError."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+        return Contract.model_validate(raw)
+    except FileNotFoundError as exc:
+        raise StageError(f"contract file not found: {path}") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top)"
+        raise StageError(f"{path}: {where}: {first['msg']}") from exc
+
+
+def mask(values, salt: str = "pii"):
+    """Replace personal values by a short stable hash: joinable, not readable."""
+    import hashlib
+
+    return [
+        None if v is None or v != v else
+        "masked:" + hashlib.sha256(f"{salt}:{v}".encode()).hexdigest()[:12]
+        for v in values
+    ]

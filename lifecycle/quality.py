@@ -1,0 +1,207 @@
+"""Holding data to its contract: the pandera schema, per-row verdicts with reasons, and the four
+data-quality dimensions (accuracy, completeness, consistency, timeliness)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import pandera.pandas as pa
+
+from lifecycle.cleaning import make_coherent
+from lifecycle.contract import Contract, mask
+from lifecycle.errors import StageError
+
+PANDAS_DTYPES = {"int": "Int64", "float": "float64", "bool": "boolean", "string": "string",
+                 "category": "string", "datetime": "datetime64[us]"}
+
+
+def pandera_schema(contract: Contract) -> pa.DataFrameSchema:
+    """The contract as a pandera schema over coherent (already typed) data."""
+    columns = {}
+    for name, spec in contract.columns.items():
+        checks = []
+        if spec.allowed is not None:
+            checks.append(pa.Check.isin(spec.allowed))
+        if spec.min is not None:
+            checks.append(pa.Check.ge(spec.min))
+        if spec.max is not None:
+            checks.append(pa.Check.le(spec.max))
+        columns[name] = pa.Column(PANDAS_DTYPES[spec.type], checks, nullable=spec.nullable)
+    return pa.DataFrameSchema(columns, name=contract.dataset)
+
+
+@dataclass
+class Verdict:
+    valid: pd.DataFrame        # coherent rows that meet the contract
+    quarantine: pd.DataFrame   # rows that do not, as received, with `failed_checks`
+    first_reason: pd.Series    # per quarantined row, the first check it failed
+    scores: dict               # the four dimensions and the detail behind them
+
+
+def check_columns(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """A missing declared column is an error; an undeclared one too, unless the contract says
+    `extra_columns: ignore` (then it is dropped)."""
+    missing = [c for c in contract.columns if c not in frame.columns]
+    if missing:
+        raise StageError(f"column(s) missing from the source: {', '.join(missing)} "
+                         "(declared in the contract)")
+    extra = [c for c in frame.columns if c not in contract.columns]
+    if extra and contract.extra_columns == "error":
+        raise StageError(f"unexpected column(s) not in the contract: {', '.join(extra)} "
+                         "(declare them, or set extra_columns: ignore)")
+    return frame.drop(columns=extra)
+
+
+def judge(raw: pd.DataFrame, contract: Contract, as_of: pd.Timestamp) -> Verdict:
+    """Every row of `raw` either meets the contract or is quarantined with its reasons."""
+    raw = check_columns(raw, contract)
+    coherent, unreadable = make_coherent(raw, contract)
+    failures: list[tuple[str, pd.Series]] = []   # (reason, rows failing), in reporting order
+    for name in contract.columns:
+        failures.append((f"wrong_type:{name}", unreadable[name]))
+    failures += _schema_failures(coherent, contract, unreadable)
+    rule_failures = _rule_failures(coherent, contract)
+    future = _future_rows(coherent, contract, as_of)
+    if future is not None:
+        failures.append((f"future_timestamp:{contract.event_time}", future))
+    failures += rule_failures
+
+    first = pd.Series(pd.NA, index=raw.index, dtype="string")
+    for reason, rows in failures:
+        first = first.mask(first.isna() & rows, reason)
+    bad = first.notna()
+    quarantine = raw[bad].copy()
+    quarantine["failed_checks"] = [
+        "; ".join(reason for reason, rows in failures if rows.at[i]) for i in quarantine.index
+    ]
+    for column in contract.personal_data:
+        if column != contract.id:
+            quarantine[column] = mask(quarantine[column].tolist())
+    quarantine = quarantine.astype({c: "string" for c in raw.columns if raw[c].dtype == object})
+
+    scores = _scores(raw, coherent, unreadable, contract, as_of, failures, rule_failures,
+                     future)
+    return Verdict(coherent[~bad], quarantine, first[bad], scores)
+
+
+def _schema_failures(coherent, contract, unreadable) -> list[tuple[str, pd.Series]]:
+    try:
+        pandera_schema(contract).validate(coherent, lazy=True)
+        return []
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+    row_level = cases[cases["index"].notna()]
+    if len(row_level) < len(cases):
+        first = cases[cases["index"].isna()].iloc[0]
+        raise StageError(
+            f"column {first['column']} fails {first['check']}: {first['failure_case']}")
+    out = []
+    for (column, check), group in row_level.groupby(["column", "check"], sort=False):
+        rows = pd.Series(False, index=coherent.index)
+        rows.loc[group["index"].astype(coherent.index.dtype).to_numpy()] = True
+        kind = _check_kind(str(check))
+        if kind == "null_not_allowed":
+            rows &= ~unreadable[column]  # already reported as wrong_type
+        out.append((f"{kind}:{column}", rows))
+    return out
+
+
+def _check_kind(check: str) -> str:
+    if check.startswith(("greater_than", "less_than", "in_range")):
+        return "out_of_range"
+    if check.startswith("isin"):
+        return "unknown_category"
+    if check == "not_nullable":
+        return "null_not_allowed"
+    return check
+
+
+def _rule_failures(coherent, contract) -> list[tuple[str, pd.Series]]:
+    out = []
+    for rule in contract.rules:
+        columns = contract.rule_columns(rule)
+        judged = coherent[columns].notna().all(axis=1)
+        numeric = coherent[columns].astype({c: "float64" for c in columns
+                                            if str(coherent[c].dtype) in ("Int64", "boolean")})
+        try:
+            holds = numeric.eval(rule.check).astype(bool)
+        except Exception as exc:  # noqa: BLE001 - a broken rule is a contract error
+            raise StageError(f"contract rule '{rule.name}' cannot be evaluated: {exc}") from exc
+        out.append((f"rule:{rule.name}", judged & ~holds))
+    return out
+
+
+def _future_rows(coherent, contract, as_of):
+    if not contract.event_time or not contract.freshness:
+        return None
+    limit = as_of + pd.Timedelta(hours=contract.freshness.future_tolerance_hours)
+    return (coherent[contract.event_time] > limit).fillna(False)
+
+
+def _scores(raw, coherent, unreadable, contract, as_of, failures, rule_failures, future) -> dict:
+    n = max(len(raw), 1)
+    value_failure = pd.Series(False, index=raw.index)
+    for reason, rows in failures:
+        if reason.split(":")[0] in ("wrong_type", "out_of_range", "unknown_category",
+                                    "future_timestamp"):
+            value_failure |= rows
+    nulls = coherent[list(contract.columns)].isna() & ~unreadable[list(contract.columns)]
+    null_share = (nulls.sum() / n).round(6)
+
+    conflicting = _conflicting_ids(coherent, contract)
+    inconsistent = conflicting.copy()
+    for _, rows in rule_failures:
+        inconsistent |= rows
+
+    timeliness, fresh_detail = 1.0, {}
+    if contract.event_time and contract.freshness:
+        stamps = coherent[contract.event_time]
+        oldest_allowed = as_of - pd.Timedelta(days=contract.freshness.max_age_days)
+        fresh = (stamps >= oldest_allowed) & ~(future if future is not None else False)
+        timeliness = float(fresh.sum() / max(stamps.notna().sum(), 1))
+        fresh_detail = {"as_of": as_of.isoformat(), "max_age_days": contract.freshness.max_age_days,
+                        "newest": _iso(stamps.max()), "oldest": _iso(stamps.min()),
+                        "stale_rows": int((stamps < oldest_allowed).sum()),
+                        "future_rows": int(future.sum()) if future is not None else 0}
+    return {
+        "accuracy": round(1 - value_failure.sum() / n, 6),
+        "completeness": round(1 - nulls.to_numpy().sum() / (n * len(contract.columns)), 6),
+        "consistency": round(1 - inconsistent.sum() / n, 6),
+        "timeliness": round(timeliness, 6),
+        "detail": {
+            "rows": len(raw),
+            "accuracy": {reason: int(rows.sum()) for reason, rows in failures
+                         if rows.any() and not reason.startswith(("rule:", "null_not"))},
+            "completeness": {c: float(v) for c, v in null_share.items() if v > 0},
+            "consistency": {"conflicting_duplicate_ids": int(conflicting.sum()),
+                            **{reason: int(rows.sum()) for reason, rows in rule_failures}},
+            "timeliness": fresh_detail,
+        },
+    }
+
+
+def _conflicting_ids(coherent, contract) -> pd.Series:
+    """Rows whose id appears again with other content (not merely a newer version's time)."""
+    ids = coherent[contract.id]
+    repeated = ids.duplicated(keep=False) & ids.notna()
+    if not repeated.any():
+        return repeated
+    subset = coherent.loc[repeated, [contract.id, *contract.content_columns]]
+    variants = subset.drop_duplicates().groupby(contract.id).size()
+    return ids.isin(variants[variants > 1].index) & repeated
+
+
+def _iso(value):
+    return None if pd.isna(value) else value.isoformat()
+
+
+def gate(
+    scores: dict, thresholds: dict, quarantined: int, rows: int, max_share: float
+) -> list[str]:
+    """The reasons the data fails its quality gate (empty: it passes)."""
+    problems = [f"{dim} {scores[dim]:.4f} < {floor}" for dim, floor in thresholds.items()
+                if scores[dim] < floor]
+    if rows and quarantined / rows > max_share:
+        problems.append(f"quarantined share {quarantined / rows:.4f} > {max_share}")
+    return problems

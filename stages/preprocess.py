@@ -1,0 +1,32 @@
+"""preprocess: make rows coherent, resolve duplicates, drop rows that cannot be used.
+
+Learns nothing from the data (no imputation or scaling: featurize fits those on train)."""
+
+from lifecycle import cleaning, cli, io, params
+from lifecycle.accounting import row_report
+from lifecycle.contract import load_contract, mask
+
+
+def main() -> str:
+    args = cli.paths(__doc__, valid="validated rows", contract="data contract (YAML)",
+                     clean="clean rows", removed="removed rows with their reason",
+                     metrics="row accounting (JSON)")
+    p = params.load("preprocess")
+    contract = load_contract(args.contract)
+    rows = io.read_parquet(args.valid)
+    coherent, _ = cleaning.make_coherent(rows, contract)
+    kept, removed = cleaning.remove_rows(coherent, contract, p.drop_duplicate_records,
+                                         p.drop_missing_target)
+    for column in contract.personal_data:
+        if column != contract.id:
+            removed[column] = mask(removed[column].tolist())
+    io.write_parquet(kept, args.clean)
+    io.write_parquet(removed, args.removed)
+    reasons = cleaning.count_reasons(removed)
+    io.write_json(row_report(len(rows), len(kept), reasons), args.metrics)
+    detail = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())) or "none"
+    return f"{len(kept)}/{len(rows)} rows kept; removed: {detail}"
+
+
+if __name__ == "__main__":
+    cli.run("preprocess", main)
