@@ -93,12 +93,74 @@ class SplitParams(Section):
         return self
 
 
+# --- task (read by every stage whose work depends on the kind of target) ----------------------
+class TaskParams(Section):
+    type: Literal["binary", "multiclass", "regression"]
+
+
+# --- featurize -----------------------------------------------------------------------------
+class FeaturizeParams(Section):
+    derived: dict[str, str]  # new column -> pandas expression over clean columns
+    min_frequency: float = Field(ge=0, lt=1)
+    scale: Literal["standard", "robust", "none"]
+    seed: int
+
+
+# --- train ---------------------------------------------------------------------------------
+class LogisticRegressionParams(Section):
+    C: float = Field(gt=0)
+    max_iter: int = Field(gt=0)
+
+
+class DecisionTreeParams(Section):
+    max_depth: int | None = Field(gt=0)
+    min_samples_leaf: int = Field(gt=0)
+
+
+class RandomForestParams(Section):
+    n_estimators: int = Field(gt=0)
+    max_depth: int | None = Field(gt=0)
+    min_samples_leaf: int = Field(gt=0)
+    max_features: float | Literal["sqrt", "log2"]
+    n_jobs: int
+
+
+class GradientBoostingParams(Section):
+    learning_rate: float = Field(gt=0)
+    max_iter: int = Field(gt=0)
+    max_leaf_nodes: int = Field(gt=1)
+    l2_regularization: float = Field(ge=0)
+
+
+class MlpParams(Section):
+    hidden_layer_sizes: list[int]
+    alpha: float = Field(ge=0)
+    learning_rate_init: float = Field(gt=0)
+    max_iter: int = Field(gt=0)
+    early_stopping: bool
+
+
+class TrainParams(Section):
+    model: Literal["logistic_regression", "decision_tree", "random_forest", "gradient_boosting",
+                   "mlp"]
+    class_weight: Literal["balanced", "none"]
+    seed: int
+    logistic_regression: LogisticRegressionParams
+    decision_tree: DecisionTreeParams
+    random_forest: RandomForestParams
+    gradient_boosting: GradientBoostingParams
+    mlp: MlpParams
+
+
 SECTIONS: dict[str, type[Section]] = {
     "seed_demo_source": SeedDemoSourceParams,
     "collect": CollectParams,
     "validate": ValidateParams,
     "preprocess": PreprocessParams,
     "split": SplitParams,
+    "task": TaskParams,
+    "featurize": FeaturizeParams,
+    "train": TrainParams,
 }
 
 S = TypeVar("S", bound=Section)
