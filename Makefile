@@ -4,7 +4,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 PYTHON ?= python3
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test lint install bench contract clean
+.PHONY: run test lint install bench contract clean push pull remote dag-check plots-template sweep compare report
 
 run: install                          ## create the venv, install, and run the whole DAG
 	dvc repro
@@ -28,6 +28,36 @@ bench: install                        ## wall time of each stage, the DAG, and n
 
 contract: install                     ## draft a data contract from a file: make contract DATA=path
 	python -m lifecycle.draft_contract $(DATA) --output contract.draft.yaml
+
+# DVC remote (README "Remotes"). lifecycle.remote is dvc with SSH host keys checked.
+push: install                         ## send data and models to the default DVC remote
+	python -m lifecycle.remote push
+
+pull: install                         ## check out what the remote has; fails naming what it lacks
+	python -m lifecycle.remote pull
+
+remote: install                       ## this clone only: make remote URL=s3://bucket/path
+	@test -n "$(URL)" || { echo "usage: make remote URL=s3://bucket/path (or ssh://host/path)"; exit 2; }
+	dvc remote modify --local storage url '$(URL)'
+
+dag-check: install                    ## dvc.yaml against the code: deps, params, outputs
+	python -m lifecycle.dag_check
+
+plots-template: install               ## re-vendor vega into .dvc/plots/offline.html (needs npm)
+	python tools/offline_plots_template.py
+
+# Experiments and the pull-request report (docs/experiments.md)
+JOBS ?= 2
+BASE ?= HEAD
+SWEEP ?= sweep.yaml
+sweep: install                        ## run the grid in $(SWEEP) (or GRID="a=1,2 b=x,y") on JOBS queue workers
+	python -m lifecycle.experiments sweep --grid-file '$(SWEEP)' --jobs $(JOBS) $(if $(GRID),--grid '$(GRID)') $(if $(TARGETS),--targets $(TARGETS))
+
+compare: install                      ## leaderboard of this commit's experiments, best first (Markdown)
+	python -m lifecycle.experiments compare
+
+report: install                       ## report.md + report_figures/: workspace vs BASE; exit 1 on a broken gate
+	python -m lifecycle.report --base '$(BASE)' --output report.md --figures report_figures
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

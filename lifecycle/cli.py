@@ -33,4 +33,8 @@ def run(stage: str, main: Callable[[], str]) -> None:
     except StageError as exc:
         print(f"{stage}: error: {exc}", file=sys.stderr)
         sys.exit(1)
+    except FileNotFoundError as exc:  # an input a previous stage should have written
+        print(f"{stage}: error: input not found: {exc.filename or exc} "
+              "(run the stages before this one: dvc repro)", file=sys.stderr)
+        sys.exit(1)
     print(f"{stage}: {summary} ({time.perf_counter() - start:.1f} s)", file=sys.stderr)

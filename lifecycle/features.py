@@ -1,18 +1,31 @@
 """Feature engineering: the model's view of a clean row, fitted on train only.
 
 `model_frame` (derived columns, dtypes, missing-category token) learns nothing and runs in
-training and serving alike; `build_featurizer` returns the unfitted sklearn transformer that
-`featurize` fits on the train split.
+training and serving alike; `fit_featurizer` fits the sklearn transformer on the train split
+(imputation, scaling, one-hot codes of the frequent categories, optional selection) and
+describes every feature it makes in the feature manifest.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
+import re
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from lifecycle.contract import Contract
+from lifecycle.errors import StageError
 
 MISSING = "__missing__"  # categorical nulls become a category of their own (ONNX has no NaN text)
+TARGET = "target"        # the target's column in feature tables, encoded as `target_vector` says
+DISCRETE_MAX_VALUES = 10  # integer columns with at most this many values on train are discrete
+# Keys of the featurize params that only change the manifest's importance estimates, unless
+# select_k_best uses those estimates to choose features (then they change the features).
+IMPORTANCE_ONLY_KEYS = {"seed", "importance_rows"}
 
 
 def derive(frame: pd.DataFrame, derived: dict[str, str]) -> pd.DataFrame:
@@ -33,7 +46,8 @@ def numeric_columns(contract: Contract, derived: dict[str, str]) -> list[str]:
 def indicator_columns(contract: Contract) -> dict[str, str]:
     """A missing-value indicator for each nullable numeric feature (declared, not learned)."""
     return {f"{c}_missing": c for c in contract.feature_columns
-            if contract.columns[c].nullable and contract.columns[c].type in ("int", "float", "bool")}
+            if contract.columns[c].nullable
+            and contract.columns[c].type in ("int", "float", "bool")}
 
 
 def categorical_columns(contract: Contract) -> list[str]:
@@ -46,7 +60,8 @@ def model_frame(frame: pd.DataFrame, contract: Contract, derived: dict[str, str]
     frame = derive(frame, derived)
     numeric = numeric_columns(contract, derived)
     categorical = categorical_columns(contract)
-    out = {c: pd.to_numeric(frame[c], errors="coerce").astype("float64").to_numpy() for c in numeric}
+    out = {c: pd.to_numeric(frame[c], errors="coerce").astype("float64").to_numpy()
+           for c in numeric}
     indicators = indicator_columns(contract)
     for name, source in indicators.items():
         out[name] = np.isnan(out[source]).astype("float64")
@@ -57,54 +72,310 @@ def model_frame(frame: pd.DataFrame, contract: Contract, derived: dict[str, str]
     return pd.DataFrame(out, index=frame.index, columns=numeric + categorical)
 
 
+def frequent_categories(frame: pd.DataFrame, columns: list[str],
+                        min_frequency: float) -> dict[str, list[str]]:
+    """Per column, the categories seen in at least `min_frequency` of the rows (sorted).
+
+    Rarer categories are left out of the encoder's list, so they get the same all-zero code as
+    categories never seen in train: one shared "other" group. (OneHotEncoder's own
+    `min_frequency` makes an `infrequent_sklearn` column instead, which skl2onnx cannot convert.)
+    """
+    out = {}
+    for column in columns:
+        counts = frame[column].value_counts()
+        out[column] = sorted(str(c) for c in counts.index[counts >= min_frequency * len(frame)])
+    return out
+
+
 def build_featurizer(contract: Contract, derived: dict[str, str], min_frequency: float,
-                     scale: str):
-    """Median imputation and scaling for numbers; one-hot for categories that groups rare ones
-    and ignores unseen ones. Every step has an ONNX converter (the serving fast path)."""
+                     scale: str, categories: dict[str, list[str]] | None = None):
+    """The unfitted transformer: median imputation then scaling for numbers, the missing-value
+    indicators as they are, and one-hot codes for categories (unseen ones are all zeros).
+
+    `categories` (from `frequent_categories` on train) fixes each column's codes; without it
+    OneHotEncoder groups categories rarer than `min_frequency` itself, which serves sklearn but
+    not ONNX. `fit_featurizer` always passes it. Every step has an skl2onnx converter.
+    """
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, RobustScaler, StandardScaler
 
-    scaler = {"standard": StandardScaler(), "robust": RobustScaler(), "none": "passthrough"}[scale]
-    numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", scaler)])
-    categorical = OneHotEncoder(handle_unknown="ignore", min_frequency=min_frequency,
+    numeric = [("impute", SimpleImputer(strategy="median"))]
+    if scale != "none":  # no "passthrough" step: skl2onnx cannot convert one inside a Pipeline
+        numeric.append(("scale", {"standard": StandardScaler(), "robust": RobustScaler()}[scale]))
+    numeric = Pipeline(numeric)
+    categorical = categorical_columns(contract)
+    if categories is None:
+        encoder = OneHotEncoder(handle_unknown="ignore", min_frequency=min_frequency,
                                 sparse_output=False, dtype=np.float64)
-    return ColumnTransformer(
-        [("num", numeric, numeric_columns(contract, derived) + list(indicator_columns(contract))),
-         ("cat", categorical, categorical_columns(contract))],
-        verbose_feature_names_out=True,
-    )
+    else:
+        categorical = [c for c in categorical if categories[c]]  # no frequent category: no code
+        encoder = OneHotEncoder(categories=[categories[c] for c in categorical],
+                                handle_unknown="ignore", sparse_output=False, dtype=np.float64)
+    parts = [("num", numeric, numeric_columns(contract, derived)),
+             ("ind", "passthrough", list(indicator_columns(contract))),
+             ("cat", encoder, categorical)]
+    return ColumnTransformer([part for part in parts if part[2]], verbose_feature_names_out=True)
+
+
+def fit_featurizer(frame: pd.DataFrame, y: np.ndarray, contract: Contract, p, task: str):
+    """Fit the featurizer on the train model frame and describe its features.
+
+    `p` is the featurize params section. Returns (featurizer, manifest): the featurizer is the
+    fitted ColumnTransformer, or Pipeline([columns, select]) when `p.select_k_best` is set;
+    the manifest lists every candidate feature with its name, type, source columns, mutual
+    information with the target on train (seeded), whether it was selected, and a version.
+    """
+    from sklearn.pipeline import Pipeline
+
+    categories = frequent_categories(frame, categorical_columns(contract), p.min_frequency)
+    columns = build_featurizer(contract, p.derived, p.min_frequency, p.scale, categories)
+    columns.set_output(transform="pandas")
+    table = columns.fit_transform(frame)
+    described = describe_features(columns, contract, p.derived)
+    sample = np.random.default_rng(p.seed).permutation(len(table))[:p.importance_rows]
+    sample.sort()
+    score = importance_function(task, _discrete_mask(table, described), p.seed)
+    with warnings.catch_warnings():  # discrete codes are floats here (scaled flags, one-hots)
+        warnings.filterwarnings("ignore", "Clustering metrics expects discrete values")
+        if p.select_k_best:
+            from sklearn.feature_selection import SelectKBest
+
+            selector = SelectKBest(score, k=min(p.select_k_best, table.shape[1]))
+            selector.fit(table.iloc[sample], y[sample])
+            scores, selected = selector.scores_, selector.get_support()
+            featurizer = Pipeline([("columns", columns), ("select", selector)])
+            featurizer.set_output(transform="pandas")
+        else:
+            scores = score(table.iloc[sample], y[sample])
+            selected, featurizer = np.ones(table.shape[1], bool), columns
+    for feature, value, kept in zip(described, scores, selected, strict=True):
+        feature.update(importance=round(float(value), 6), selected=bool(kept))
+    unencoded = [c for c in categorical_columns(contract) if not categories[c]]
+    manifest = {
+        "version": version_hash(featurizer, described, contract, p, task),
+        "count": int(selected.sum()),
+        "candidates": len(described),
+        "by_type": {t: sum(f["type"] == t for f in described if f["selected"])
+                    for t in ("numeric", "derived", "indicator", "one-hot")},
+        "train_rows": len(frame),
+        "importance": {"measure": "mutual_information", "rows": len(sample), "seed": p.seed},
+        "unencoded_columns": unencoded,
+        "features": described,
+    }
+    return featurizer, manifest
+
+
+def describe_features(columns, contract: Contract, derived: dict[str, str]) -> list[dict]:
+    """Name, type and source columns of each output of a fitted ColumnTransformer, in order."""
+    indicators = indicator_columns(contract)
+    out = []
+    for part, transformer, inputs in columns.transformers_:
+        if part == "num":
+            out += [{"type": "derived", "source": _expression_columns(derived[c], contract)}
+                    if c in derived else {"type": "numeric", "source": [c]} for c in inputs]
+        elif part == "ind":
+            out += [{"type": "indicator", "source": [indicators[c]]} for c in inputs]
+        elif part == "cat":
+            out += [{"type": "one-hot", "source": [c], "category": str(value)}
+                    for c, values in zip(inputs, transformer.categories_, strict=True)
+                    for value in values]
+    names = columns.get_feature_names_out()
+    if len(names) != len(out):
+        raise AssertionError(f"{len(names)} features but {len(out)} descriptions")
+    return [{"name": str(name), **info} for name, info in zip(names, out, strict=True)]
+
+
+def _expression_columns(expression: str, contract: Contract) -> list[str]:
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expression))
+    return [c for c in contract.columns if c in words]
+
+
+def _discrete_mask(table: pd.DataFrame, described: list[dict]) -> list[bool]:
+    """Which features mutual information should count as discrete: codes, indicators, and
+    numbers with few distinct values on train (flags like 0/1)."""
+    return [f["type"] in ("indicator", "one-hot")
+            or table[f["name"]].nunique() <= DISCRETE_MAX_VALUES for f in described]
+
+
+def importance_function(task: str, discrete: list[bool], seed: int):
+    """Mutual information with the target (classification or regression), seeded; a
+    functools.partial of an sklearn function, so skops can save a selector that uses it."""
+    from functools import partial
+
+    from sklearn.feature_selection import mutual_info_classif, mutual_info_regression
+
+    estimate = mutual_info_regression if task == "regression" else mutual_info_classif
+    return partial(estimate, discrete_features=discrete, random_state=seed)
+
+
+def version_hash(featurizer, described: list[dict], contract: Contract, p, task: str) -> str:
+    """A short hash of what defines the features, not of the data they were fitted on.
+
+    Covers the feature names, types and sources (so a new category in train changes it), the
+    featurize params, the transformer's own params, the contract's spec of the feature columns,
+    and the derived expressions (in the params). Fitted statistics (medians, means) and the
+    importance estimates are left out, as are `seed`/`importance_rows` unless select_k_best
+    uses the estimates to choose features.
+    """
+    selecting = p.select_k_best is not None
+    recipe = p.model_dump(exclude=None if selecting else IMPORTANCE_ONLY_KEYS)
+    payload = {
+        "features": [[f["name"], f["type"], f["source"]] + ([f["selected"]] if selecting else [])
+                     for f in described],
+        "featurize": recipe,
+        "task": task if selecting else None,
+        "transformer": _describe(featurizer),
+        "contract": {c: contract.columns[c].model_dump() for c in contract.feature_columns},
+    }
+    text = json.dumps(payload, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _describe(value):
+    """A JSON-able description of an (un)fitted transformer's params, recursively."""
+    from functools import partial
+
+    if hasattr(value, "get_params") and not isinstance(value, type):
+        return {"class": type(value).__name__,
+                "params": {k: _describe(v) for k, v in value.get_params(deep=False).items()}}
+    if isinstance(value, partial):
+        return {"function": value.func.__name__, "keywords": _describe(value.keywords)}
+    if isinstance(value, dict):
+        return {str(k): _describe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_describe(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, type) or callable(value):
+        return getattr(value, "__name__", repr(value))
+    return value
+
+
+def importance_plot_data(manifest: dict) -> list[dict]:
+    """Rows for DVC's bar chart: every candidate feature with its importance, largest first."""
+    rows = [{"feature": f["name"], "importance": f["importance"], "selected": f["selected"]}
+            for f in manifest["features"]]
+    return sorted(rows, key=lambda r: (-r["importance"], r["feature"]))
+
+
+def plot_importance(rows: list[dict], path: str | Path, top: int = 30) -> None:
+    """A PNG bar chart of the `top` most informative features (renders offline)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = rows[:top][::-1]
+    fig, ax = plt.subplots(figsize=(8, 1.4 + 0.25 * len(shown)))
+    ax.barh([r["feature"] for r in shown], [r["importance"] for r in shown],
+            color=["tab:blue" if r["selected"] else "tab:gray" for r in shown])
+    shown_of = f"top {top} of {len(rows)} features" if len(rows) > top else f"{len(rows)} features"
+    ax.set_title(f"Feature importance: mutual information with the target on train\n"
+                 f"({shown_of}; grey: not selected)", fontsize=9)
+    ax.set_xlabel("mutual information (nats)")
+    ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
 
 
 def target_vector(frame: pd.DataFrame, contract: Contract, task: str) -> np.ndarray:
     """The target as the model sees it: 0/1 for binary (1 = the contract's positive class),
     labels for multiclass, floats for regression."""
-    y = frame[contract.target.column]
+    column = contract.target.column
+    y = frame[column]
+    if y.isna().any():
+        raise StageError(f"target {column} is missing in {int(y.isna().sum())} rows "
+                         "(set preprocess.drop_missing_target: true)")
     if task == "binary":
+        if contract.target.positive is None:
+            raise StageError("task.type is binary but the contract names no target.positive")
         return (y.astype("string") == contract.target.positive).to_numpy(dtype=np.int64)
     if task == "multiclass":
         return y.astype("string").to_numpy(dtype=object)
+    if contract.columns[column].type not in ("int", "float"):
+        raise StageError(f"task.type is regression but target {column} is "
+                         f"{contract.columns[column].type}, not a number")
     return y.astype("float64").to_numpy()
 
 
-def save(estimator, path) -> None:
-    """Save a fitted sklearn object with skops (no pickle: loading executes no code)."""
-    from pathlib import Path
+def split_target(table: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """A feature table as (features, target)."""
+    if TARGET not in table.columns:
+        raise StageError(f"feature table has no '{TARGET}' column (rerun featurize)")
+    return table.drop(columns=[TARGET]), table[TARGET].to_numpy()
+
+
+# --- saving and loading sklearn objects --------------------------------------------------------
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
+TRUSTED_TYPES = {"functools.partial"}  # a partial of a trusted function (select_k_best's scorer)
+
+
+def dumps(estimator) -> bytes:
+    """A fitted sklearn object as a skops archive (no pickle: loading executes no code), with the
+    same bytes for the same object: skops names the archive's members after memory addresses
+    and stamps them with the time, so they are renamed in order and stamped 1980-01-01."""
+    import io
+    import zipfile
 
     import skops.io as sio
 
+    raw = zipfile.ZipFile(io.BytesIO(sio.dumps(estimator)))
+    names: dict[str, str] = {}
+    ids: dict[int, int] = {}
+
+    def canonical(node):
+        if isinstance(node, list):
+            return [canonical(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for key, value in node.items():
+            if key == "__id__":  # object identity, for shared references: any unique number
+                out[key] = ids.setdefault(value, len(ids))
+            elif key == "file" and isinstance(value, str):  # a member holding an array
+                out[key] = names.setdefault(value, f"{len(names):06d}{Path(value).suffix}")
+            else:
+                out[key] = canonical(value)
+        return out
+
+    schema = json.dumps(canonical(json.loads(raw.read("schema.json"))), indent=2).encode()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        for old, new in [*names.items(), ("schema.json", None)]:
+            info = zipfile.ZipInfo(new or old, date_time=(1980, 1, 1, 0, 0, 0))
+            info.create_system = 3
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, schema if new is None else raw.read(old))
+    return out.getvalue()
+
+
+def save(estimator, path) -> None:
+    """Save a fitted sklearn object with skops, byte-identical for identical objects (`dumps`)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    sio.dump(estimator, path)
+    Path(path).write_bytes(dumps(estimator))
+
+
+def loads(data: bytes):
+    """Load a skops archive, trusting only sklearn/numpy/scipy types (and a functools.partial,
+    whose function skops checks on its own)."""
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(data=data)
+    unsafe = [t for t in untrusted
+              if not t.startswith(TRUSTED_PREFIXES) and t not in TRUSTED_TYPES]
+    if unsafe:
+        raise ValueError(f"skops archive holds types that are not sklearn/numpy: {unsafe}")
+    return sio.loads(data, trusted=untrusted)
 
 
 def load(path):
-    """Load a skops file written by `save`, trusting only the types skops reports as known
-    sklearn/numpy types (our own files; bundles add a hash check on top)."""
-    import skops.io as sio
-
-    untrusted = sio.get_untrusted_types(file=path)
-    unsafe = [t for t in untrusted if not t.startswith(("sklearn.", "numpy.", "scipy."))]
-    if unsafe:
-        raise ValueError(f"{path} holds types that are not sklearn/numpy: {unsafe}")
-    return sio.load(path, trusted=untrusted)
+    """Load a skops file written by `save` (see `loads` for what it trusts; bundles add a hash
+    check on top)."""
+    try:
+        return loads(Path(path).read_bytes())
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from lifecycle.errors import ParamsError
 
@@ -103,41 +111,89 @@ class FeaturizeParams(Section):
     derived: dict[str, str]  # new column -> pandas expression over clean columns
     min_frequency: float = Field(ge=0, lt=1)
     scale: Literal["standard", "robust", "none"]
+    select_k_best: int | None = Field(gt=0)  # null keeps every feature
+    importance_rows: int = Field(gt=0)  # train rows sampled to estimate mutual information
     seed: int
 
 
 # --- train ---------------------------------------------------------------------------------
+PositiveInt = Annotated[int, Field(gt=0)]
+Share = Annotated[float, Field(gt=0, le=1)]
+
+
 class LogisticRegressionParams(Section):
     C: float = Field(gt=0)
-    max_iter: int = Field(gt=0)
+    max_iter: PositiveInt
 
 
 class DecisionTreeParams(Section):
-    max_depth: int | None = Field(gt=0)
-    min_samples_leaf: int = Field(gt=0)
+    max_depth: PositiveInt | None
+    min_samples_leaf: PositiveInt
 
 
 class RandomForestParams(Section):
-    n_estimators: int = Field(gt=0)
-    max_depth: int | None = Field(gt=0)
-    min_samples_leaf: int = Field(gt=0)
-    max_features: float | Literal["sqrt", "log2"]
+    n_estimators: PositiveInt
+    max_depth: PositiveInt | None
+    min_samples_leaf: PositiveInt
+    max_features: Share | Literal["sqrt", "log2"]
+    max_samples: float | None  # rows drawn per tree: a count (> 1) or a share (<= 1)
     n_jobs: int
+
+    @field_validator("max_samples")
+    @classmethod
+    def _count_or_share(cls, value: float | None) -> float | None:
+        if value is not None and (value <= 0 or (value > 1 and value != int(value))):
+            raise ValueError("a share in (0, 1] or a whole number of rows above 1")
+        return int(value) if value is not None and value > 1 else value
 
 
 class GradientBoostingParams(Section):
     learning_rate: float = Field(gt=0)
-    max_iter: int = Field(gt=0)
+    max_iter: PositiveInt
     max_leaf_nodes: int = Field(gt=1)
+    min_samples_leaf: PositiveInt
     l2_regularization: float = Field(ge=0)
+    early_stopping: bool | Literal["auto"]
 
 
 class MlpParams(Section):
-    hidden_layer_sizes: list[int]
+    hidden_layer_sizes: list[PositiveInt] = Field(min_length=1)
     alpha: float = Field(ge=0)
     learning_rate_init: float = Field(gt=0)
-    max_iter: int = Field(gt=0)
+    max_iter: PositiveInt
     early_stopping: bool
+
+
+FAMILIES: dict[str, type[Section]] = {
+    "logistic_regression": LogisticRegressionParams,
+    "decision_tree": DecisionTreeParams,
+    "random_forest": RandomForestParams,
+    "gradient_boosting": GradientBoostingParams,
+    "mlp": MlpParams,
+}
+
+
+def _grid_of(family: type[Section]) -> type[Section]:
+    """A search grid for one family: any of its hyperparameters -> a non-empty list of values,
+    each checked like the hyperparameter itself (errors name train.search.grid.<family>.<key>)."""
+    fields = {}
+    for key, info in family.model_fields.items():
+        value = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        fields[key] = (list[value] | None, Field(default=None, min_length=1))
+    return create_model(f"{family.__name__}Grid", __base__=Section, **fields)
+
+
+_GRIDS = {name: _grid_of(family) for name, family in FAMILIES.items()}
+SearchGrid = create_model(
+    "SearchGrid", __base__=Section,
+    **{name: (grid, Field(default_factory=grid)) for name, grid in _GRIDS.items()})
+
+
+class SearchParams(Section):
+    method: Literal["none", "cv", "validation"]
+    folds: int = Field(ge=2)  # cv only
+    n_iter: PositiveInt | None  # null tries the whole grid; n samples n points of it (seeded)
+    grid: SearchGrid
 
 
 class TrainParams(Section):
@@ -145,11 +201,144 @@ class TrainParams(Section):
                    "mlp"]
     class_weight: Literal["balanced", "none"]
     seed: int
+    search: SearchParams
     logistic_regression: LogisticRegressionParams
     decision_tree: DecisionTreeParams
     random_forest: RandomForestParams
     gradient_boosting: GradientBoostingParams
     mlp: MlpParams
+
+    @model_validator(mode="after")
+    def _grid_to_search(self) -> TrainParams:
+        if self.search.method != "none" and not self.search_grid():
+            raise ValueError(f"search.method is '{self.search.method}' but "
+                             f"search.grid.{self.model} declares no values to try")
+        for family, grid in self.search.grid:
+            for key, values in grid.model_dump(exclude_none=True).items():
+                for value in values:  # the family's own validators too, e.g. max_samples
+                    try:
+                        self.with_hyperparameters({key: value}, family)
+                    except ValidationError as exc:
+                        raise ValueError(f"search.grid.{family}.{key}: {value!r}: "
+                                         f"{exc.errors()[0]['msg']}") from None
+        return self
+
+    def with_hyperparameters(self, changes: dict, family: str | None = None) -> Section:
+        """The family's hyperparameters (default: the chosen one) with `changes`, checked."""
+        family = family or self.model
+        return FAMILIES[family].model_validate({**getattr(self, family).model_dump(), **changes})
+
+    def hyperparameters(self) -> dict:
+        """The chosen family's hyperparameters as params.yaml gives them."""
+        return getattr(self, self.model).model_dump()
+
+    def search_grid(self) -> dict[str, list]:
+        """The chosen family's grid: hyperparameter -> values to try (only those declared)."""
+        return getattr(self.search.grid, self.model).model_dump(exclude_none=True)
+
+
+# --- evaluate ------------------------------------------------------------------------------
+class BusinessParams(Section):
+    value_per_retained: float = Field(ge=0)  # what keeping one would-be churner is worth
+    cost_per_contact: float = Field(ge=0)
+    success_rate: float = Field(ge=0, le=1)  # share of contacted would-be churners kept
+
+
+class BootstrapParams(Section):
+    resamples: int = Field(ge=10)
+    confidence: float = Field(gt=0, lt=1)
+    seed: int
+
+
+class EvaluateGate(Section):
+    worst_acceptable: float | None  # the primary metric's floor (ceiling for errors/losses)
+    min_skill: float | None = Field(le=1)  # lift over the baseline as a share of the way to perfect
+
+
+class EvaluateParams(Section):
+    primary_metric: Literal["accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc",
+                            "log_loss", "brier", "mae", "rmse", "r2"]
+    threshold_objective: Literal["f1", "value"]
+    business: BusinessParams
+    bootstrap: BootstrapParams
+    gate: EvaluateGate
+    curve_points: int = Field(ge=10)
+
+
+# --- explain -------------------------------------------------------------------------------
+class ExplainParams(Section):
+    n_repeats: int = Field(gt=0)  # permutation-importance shuffles per column
+    samples: int = Field(ge=0)  # validation rows explained one by one
+    top_features: int = Field(gt=0)
+    shap_rows: int = Field(gt=0)  # validation rows behind the global mean |SHAP|
+    seed: int
+
+
+# --- package -------------------------------------------------------------------------------
+class ModelCardParams(Section):
+    intended_use: str = Field(min_length=1)
+    out_of_scope: str = Field(min_length=1)
+    limitations: list[str]
+    sensitive_features: list[str]  # feature columns that describe protected groups
+
+
+class PackageParams(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # the ONNX graph and card title
+    onnx_opset: int = Field(ge=13, le=21)  # ai.onnx opset of the export (pinned: reproducible)
+    onnx_ml_opset: int = Field(ge=1, le=3)  # ai.onnx.ml opset (tree ensembles, encoders)
+    tolerance: float = Field(gt=0, le=0.01)  # ONNX vs sklearn: largest probability difference
+    reference_bins: int = Field(ge=2, le=100)  # quantile bins per number (10 = deciles)
+    unknown_category: Literal["accept", "reject"]
+    card: ModelCardParams
+
+
+# --- report (no stage: `make report` and `make compare` read it; see docs/experiments.md) ------
+class Gate(Section):
+    """The largest worsening of one metric against BASE: absolute, or a share of BASE's value."""
+    limit: float = Field(ge=0)
+    relative: bool
+
+
+class ReportParams(Section):
+    metrics_file: str  # a bare metric name found in several metrics files means this one's
+    primary_metric: str  # sorts the leaderboard
+    leaderboard_metrics: list[str]
+    higher_is_better: list[str]  # metric names (or last parts of dotted keys); others neutral
+    lower_is_better: list[str]
+    gates: dict[str, Gate]  # metric -> 0.01 (absolute) or "5%" (relative to BASE)
+    data_metrics: list[str]  # metrics files reported under "Data quality and split"
+    feature_manifest: str
+    plots: list[str]  # plot files to show side by side; [] = every plot in dvc.yaml
+
+    @field_validator("gates", mode="before")
+    @classmethod
+    def _read_gates(cls, gates: object) -> object:
+        if not isinstance(gates, dict):
+            return gates
+        return {name: _gate(value) for name, value in gates.items()}
+
+    @model_validator(mode="after")
+    def _one_direction(self) -> ReportParams:
+        both = set(self.higher_is_better) & set(self.lower_is_better)
+        if both:
+            raise ValueError(f"{sorted(both)} listed as both higher and lower is better")
+        return self
+
+
+def _gate(value: object) -> object:
+    """0.01 -> at most 0.01 worse than BASE; "5%" -> at most 5 % of BASE's value worse."""
+    if isinstance(value, bool) or isinstance(value, dict):
+        return value
+    if isinstance(value, int | float):
+        return {"limit": value, "relative": False}
+    text = str(value).strip()
+    try:
+        if text.endswith("%"):
+            return {"limit": float(text[:-1]) / 100, "relative": True}
+        return {"limit": float(text), "relative": False}
+    except ValueError:
+        raise ValueError(
+            f"a gate is a number (absolute) or 'N%' (relative), got {value!r}") from None
 
 
 SECTIONS: dict[str, type[Section]] = {
@@ -161,6 +350,10 @@ SECTIONS: dict[str, type[Section]] = {
     "task": TaskParams,
     "featurize": FeaturizeParams,
     "train": TrainParams,
+    "evaluate": EvaluateParams,
+    "explain": ExplainParams,
+    "package": PackageParams,
+    "report": ReportParams,
 }
 
 S = TypeVar("S", bound=Section)
@@ -178,14 +371,28 @@ def load(section: str, path: Path = PARAMS_FILE, model: type[S] | None = None) -
     try:
         return model.model_validate(everything[section])
     except ValidationError as exc:
-        raise ParamsError(_one_line(section, exc)) from exc
+        raise ParamsError(_one_line(section, exc, everything[section])) from exc
 
 
-def _one_line(section: str, exc: ValidationError) -> str:
+def _one_line(section: str, exc: ValidationError, given) -> str:
     err = exc.errors()[0]
-    loc = [str(p) for p in err["loc"]]
-    key = ".".join([section, *loc])
+    key = ".".join([section, *_key_path(err["loc"], given)])
     got = f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(
         err["input"], dict) else ""
     more = f" [+{exc.error_count() - 1} more]" if exc.error_count() > 1 else ""
     return f"params.yaml: {key}: {err['msg']}{got}{more}"
+
+
+def _key_path(loc: tuple, given) -> list[str]:
+    """The keys as written in params.yaml: pydantic's error location also names the union
+    member it tried (`source.sql.url`, `as_of.datetime`), which is not a key the user wrote."""
+    keys, node = [], given
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, dict) and (part in node or last):
+            keys.append(str(part))
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            keys.append(str(part))
+            node = node[part]
+    return keys

@@ -37,7 +37,7 @@ def describe(source: SqlSource | FilesSource | HttpSource) -> dict:
 def read_sql(source: SqlSource) -> pd.DataFrame:
     import sqlalchemy as sa
 
-    url = os.path.expandvars(source.url)
+    url = _expand_env(source.url)
     sqlite_file = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
     if sqlite_file and not Path(sqlite_file).is_file():
         raise StageError(f"SQLite database not found: {sqlite_file}")
@@ -93,6 +93,9 @@ def read_http(source: HttpSource) -> pd.DataFrame:
             body = response.json()
         except (requests.RequestException, ValueError) as exc:
             raise StageError(f"HTTP source failed at {_redact(url)}: {_first_line(exc)}") from exc
+        if (source.records_key or source.pagination == "next") and not isinstance(body, dict):
+            raise StageError(f"HTTP source: expected a JSON object from {_redact(url)}, "
+                             f"got {type(body).__name__}")
         batch = body.get(source.records_key) if source.records_key else body
         if not isinstance(batch, list):
             raise StageError(f"HTTP source: expected a list of records at "
@@ -108,6 +111,17 @@ def read_http(source: HttpSource) -> pd.DataFrame:
     else:
         raise StageError(f"HTTP source: more than max_pages={source.max_pages} pages")
     return pd.DataFrame.from_records(records)
+
+
+def _expand_env(text: str) -> str:
+    """Fill in ${VAR} / $VAR from the environment (secrets stay out of params.yaml); an unset
+    one is an error rather than a literal '${VAR}' sent to the server."""
+    unset = [a or b for a, b in re.findall(r"\$\{(\w+)\}|\$(\w+)", text)
+             if (a or b) not in os.environ]
+    if unset:
+        raise StageError(f"environment variable(s) not set: {', '.join(unset)} "
+                         "(named in collect.source.url)")
+    return os.path.expandvars(text)
 
 
 def _redact(url: str) -> str:

@@ -1,10 +1,8 @@
 """featurize: fit the feature transformations on train only; write feature tables for train and
-validation, the fitted transformer, and the feature manifest. (The test split is left to
-evaluate, the one stage that reads it.)"""
+validation (features + `target`), the fitted transformer, the feature manifest and its
+importance plot. (The test split is left to evaluate, the one stage that reads it.)"""
 
 from pathlib import Path
-
-import pandas as pd
 
 from lifecycle import cli, features, io, params
 from lifecycle.contract import load_contract
@@ -13,22 +11,27 @@ from lifecycle.contract import load_contract
 def main() -> str:
     args = cli.paths(__doc__, train="train split", validation="validation split",
                      contract="data contract (YAML)", outdir="folder for feature tables",
-                     featurizer="fitted transformer (skops)", manifest="feature manifest (JSON)")
+                     featurizer="fitted transformer (skops)", manifest="feature manifest (JSON)",
+                     importance="feature importance, DVC plot data (JSON)",
+                     importance_png="feature importance chart (PNG)")
     task, p = params.load("task"), params.load("featurize")
     contract = load_contract(args.contract)
     splits = {"train": io.read_parquet(args.train), "validation": io.read_parquet(args.validation)}
     frames = {name: features.model_frame(f, contract, p.derived) for name, f in splits.items()}
-    featurizer = features.build_featurizer(contract, p.derived, p.min_frequency, p.scale)
-    featurizer.set_output(transform="pandas")
-    featurizer.fit(frames["train"])
+    targets = {name: features.target_vector(f, contract, task.type) for name, f in splits.items()}
+    featurizer, manifest = features.fit_featurizer(frames["train"], targets["train"], contract, p,
+                                                   task.type)
     for name, frame in frames.items():
-        table = featurizer.transform(frame)
-        table[contract.target.column] = features.target_vector(splits[name], contract, task.type)
-        io.write_parquet(pd.DataFrame(table), Path(args.outdir) / f"{name}.parquet")
+        table = featurizer.transform(frame).assign(**{features.TARGET: targets[name]})
+        io.write_parquet(table, Path(args.outdir) / f"{name}.parquet")
     features.save(featurizer, args.featurizer)
-    names = list(featurizer.get_feature_names_out())
-    io.write_json({"features": names, "count": len(names)}, args.manifest)
-    return f"{len(names)} features fitted on {len(splits['train'])} train rows"
+    io.write_json(manifest, args.manifest)
+    rows = features.importance_plot_data(manifest)
+    io.write_json(rows, args.importance)
+    features.plot_importance(rows, args.importance_png)
+    kinds = ", ".join(f"{n} {t}" for t, n in manifest["by_type"].items() if n)
+    return (f"{manifest['count']} features ({kinds}) fitted on {len(frames['train'])} train rows, "
+            f"version {manifest['version']}; most informative: {rows[0]['feature']}")
 
 
 if __name__ == "__main__":

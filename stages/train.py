@@ -1,20 +1,24 @@
-"""train: fit the model family named in params on the train feature table."""
+"""train: fit the model family named in params on the train feature table (after the optional
+search) and score it on train and validation with the task's primary metric."""
 
 from lifecycle import cli, features, io, models, params
 
 
 def main() -> str:
-    args = cli.paths(__doc__, train="train feature table", target="target column name",
+    args = cli.paths(__doc__, train="train feature table", validation="validation feature table",
                      model="fitted model (skops)", metrics="training metrics (JSON)")
     task, p = params.load("task"), params.load("train")
-    table = io.read_parquet(args.train)
-    y = table.pop(args.target).to_numpy()
-    model = models.build_model(task.type, p)
-    model.fit(table, y)
+    X, y = features.split_target(io.read_parquet(args.train))
+    X_val, y_val = features.split_target(io.read_parquet(args.validation))
+    model, report = models.train(task.type, p, X, y, X_val, y_val)
     features.save(model, args.model)
-    io.write_json({"model": p.model, "train_rows": len(table), "features": table.shape[1]},
-                  args.metrics)
-    return f"{p.model} fitted on {len(table)} rows x {table.shape[1]} features"
+    io.write_json(report, args.metrics)
+    metric = report["metric"]
+    searched = (f", searched {report['search']['candidates']} points by {p.search.method}"
+                if report["search"] else "")
+    return (f"{p.model} on {len(X)} rows x {X.shape[1]} features{searched}: {metric} "
+            f"train {report['train'][metric]:.4f} validation {report['validation'][metric]:.4f} "
+            f"(fit {report['fit_seconds']:.2f} s)")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,11 @@ def main() -> str:
                      quality="data-quality scores (JSON)", metrics="row accounting (JSON)")
     p = params.load("validate")
     contract = load_contract(args.contract)
-    as_of = pd.Timestamp.now("UTC").tz_localize(None) if p.as_of == "now" else pd.Timestamp(p.as_of)
+    as_of = pd.Timestamp.now("UTC") if p.as_of == "now" else pd.Timestamp(p.as_of)
+    if as_of.tz is not None:  # event times are compared in naive UTC
+        as_of = as_of.tz_convert("UTC").tz_localize(None)
     raw = io.read_parquet(args.snapshot)
-    verdict = quality.judge(raw, contract, as_of.tz_localize(None))
+    verdict = quality.judge(raw, contract, as_of)
 
     io.write_parquet(verdict.valid, args.valid)
     io.write_parquet(verdict.quarantine, args.quarantine)

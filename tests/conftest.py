@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # What a clone holds (no data, no venv, no DVC cache): the project as a new user gets it.
 SOURCE_ITEMS = ["lifecycle", "stages", "dvc.yaml", "params.yaml", "contract.yaml", ".dvc/config",
-                ".dvcignore", ".gitignore", "pyproject.toml"]
+                ".dvc/plots", ".dvcignore", ".gitignore", "pyproject.toml", "Makefile",
+                "sweep.yaml"]
 
 
 def run(cmd: list[str] | str, cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -51,8 +52,27 @@ def workspace(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def reproduced(tmp_path_factory) -> Path:
-    """One project copy on which the whole DAG has run once (shared; do not modify)."""
+def reproduced_data(tmp_path_factory) -> Path:
+    """One project copy on which the data stages (up to `split`) have run (shared; do not modify).
+
+    `reproduced` continues in this same copy, so a session runs the data stages only once."""
     ws = make_workspace(tmp_path_factory.mktemp("reproduced") / "project")
-    run(["dvc", "repro", "--quiet"], ws)
+    run(["dvc", "repro", "--quiet", "split"], ws)
     return ws
+
+
+@pytest.fixture(scope="session")
+def reproduced(reproduced_data: Path) -> Path:
+    """One project copy on which the whole DAG has run once (shared; do not modify)."""
+    run(["dvc", "repro", "--quiet"], reproduced_data)
+    return reproduced_data
+
+
+@pytest.fixture(scope="session")
+def demo_sqlite(tmp_path_factory) -> Path:
+    """The demo CRM database, first 500 customers, written by the real seed_demo_source stage."""
+    from tests.helpers_stages import run_stages, stage_dir
+
+    where = stage_dir(tmp_path_factory.mktemp("demo_source"), {"seed_demo_source.rows": 500})
+    run_stages(where, "seed_demo_source")
+    return where / "data" / "external" / "crm.sqlite"

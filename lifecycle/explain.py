@@ -1,0 +1,345 @@
+"""Why the model predicts what it does, in terms of its input columns (not one-hot columns).
+
+- Global: permutation importance of each model-frame column, pushed through the whole
+  featurizer + model pipeline (how much the score drops when that column is shuffled).
+- SHAP where it is exact and cheap: linear models in closed form (coef * (x - mean) in feature
+  space, against the explained rows' mean: no dependency), tree models with shap's TreeExplainer
+  when the optional `shap` package is installed. Contributions of a column's one-hot features are
+  summed (SHAP values add up), so every contribution names an input column.
+- Local: the top contributions for a few sample rows, with the prediction; models without exact
+  SHAP (e.g. the MLP) get occlusion instead: the change in prediction when one column is set to
+  its typical value. Ids are masked; personal-data columns are never model inputs.
+
+Pure functions; `stages/explain.py` does the reading and writing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pandas as pd
+
+SCORING = {"binary": "roc_auc", "multiclass": "neg_log_loss",
+           "regression": "neg_root_mean_squared_error"}
+TREE_MODELS = ("DecisionTree", "ExtraTree", "RandomForest", "ExtraTrees", "GradientBoosting",
+               "HistGradientBoosting")
+
+
+# --- tracing featurizer outputs back to input columns -----------------------------------------
+def input_groups(featurizer, columns: list[str]) -> list[np.ndarray] | None:
+    """For each input column, the featurizer outputs built from it, read from the output names
+    (`<step>__<column>` or `<step>__<column>_<category>`). None when an output cannot be traced.
+    An input with no output (dropped by feature selection) gets an empty group."""
+    transformer = _column_transformer(featurizer)
+    if transformer is None:
+        return None
+    sources = {}
+    for name, _, cols in transformer.transformers_:
+        picked = [cols] if isinstance(cols, str) else list(np.atleast_1d(cols))
+        sources[name] = [transformer.feature_names_in_[c] if isinstance(c, int | np.integer)
+                         else str(c) for c in picked]
+    groups: dict[str, list[int]] = {c: [] for c in columns}
+    for j, out in enumerate(featurizer.get_feature_names_out()):
+        step, sep, rest = str(out).partition("__")
+        candidates, rest = (sources[step], rest) if sep and step in sources else (columns, out)
+        source = rest if rest in candidates else max(
+            (c for c in candidates if rest.startswith(f"{c}_")), key=len, default=None)
+        if source not in groups:
+            return None
+        groups[source].append(j)
+    return [np.array(groups[c], dtype=int) for c in columns]
+
+
+def _column_transformer(featurizer):
+    from sklearn.compose import ColumnTransformer
+
+    if isinstance(featurizer, ColumnTransformer):
+        return featurizer
+    steps = getattr(featurizer, "steps", [])
+    return next((s for _, s in steps if isinstance(s, ColumnTransformer)), None)
+
+
+def separable(featurizer, frame: pd.DataFrame, transformed: np.ndarray,
+              groups: list[np.ndarray], seed: int) -> bool:
+    """Does each output depend on its own input column only? Checked on the data: shuffle every
+    column independently, transform once, and compare each group with its shuffled original.
+    When true, shuffling a column equals shuffling its group's rows in feature space."""
+    covered = np.sort(np.concatenate(groups)) if groups else np.array([], dtype=int)
+    if not np.array_equal(covered, np.arange(transformed.shape[1])):
+        return False
+    rng = np.random.default_rng(seed)
+    perms = [rng.permutation(len(frame)) for _ in frame.columns]
+    shuffled = frame.copy()
+    for column, perm in zip(frame.columns, perms, strict=True):
+        shuffled[column] = frame[column].iloc[perm].set_axis(frame.index)
+    out = np.asarray(featurizer.transform(shuffled), dtype=float)
+    return all(np.allclose(out[:, g], transformed[perm][:, g], equal_nan=True)
+               for g, perm in zip(groups, perms, strict=True) if len(g))
+
+
+# --- global: permutation importance ------------------------------------------------------------
+def permutation_importance(featurizer, model, frame: pd.DataFrame, y: np.ndarray, task: str,
+                           n_repeats: int, seed: int) -> dict:
+    """Score drop when each input column is shuffled (mean and std over `n_repeats` seeded
+    shuffles). Fast path: transform once and shuffle each column's block of features; used only
+    when `separable` confirms it is the same thing. Otherwise sklearn's permutation_importance
+    over the whole pipeline."""
+    from sklearn.metrics import get_scorer
+
+    scorer = get_scorer(SCORING[task])
+    columns = list(frame.columns)
+    transformed = np.asarray(featurizer.transform(frame), dtype=float)
+    groups = input_groups(featurizer, columns)
+    if groups is not None and separable(featurizer, frame, transformed, groups, seed):
+        method = "feature_blocks"
+        as_model_input = _model_input(model, frame.index)
+        baseline = scorer(model, as_model_input(transformed), y)
+        rng = np.random.default_rng(seed)
+        drops = np.zeros((len(columns), n_repeats))
+        for j, group in enumerate(groups):
+            if not len(group):
+                continue  # not used by the model: shuffling it changes nothing
+            for r in range(n_repeats):
+                shuffled = transformed.copy()
+                shuffled[:, group] = transformed[np.ix_(rng.permutation(len(frame)), group)]
+                drops[j, r] = baseline - scorer(model, as_model_input(shuffled), y)
+    else:
+        from sklearn.inspection import permutation_importance as sklearn_importance
+        from sklearn.pipeline import Pipeline
+
+        method = "pipeline"
+        pipeline = Pipeline([("features", featurizer), ("model", model)])
+        baseline = scorer(pipeline, frame, y)
+        drops = sklearn_importance(pipeline, frame, y, scoring=SCORING[task],
+                                   n_repeats=n_repeats, random_state=seed).importances
+    order = np.argsort(-drops.mean(axis=1), kind="stable")
+    return {"scoring": SCORING[task], "baseline_score": float(baseline), "n_repeats": n_repeats,
+            "rows": len(frame), "method": method,
+            "mean": {columns[j]: float(drops[j].mean()) for j in order},
+            "std": {columns[j]: float(drops[j].std()) for j in order}}
+
+
+def _model_input(model, index):
+    """Feature matrices as the model was fitted: a DataFrame with its feature names, if any."""
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        return lambda matrix: matrix
+    return lambda matrix: pd.DataFrame(matrix, columns=names, index=index)
+
+
+# --- SHAP ------------------------------------------------------------------------------------
+def shap_installed() -> bool:
+    return importlib.util.find_spec("shap") is not None
+
+
+def shap_method(model, shap_available: bool) -> str | None:
+    """linear (closed form) | tree (shap's TreeExplainer, if installed) | None (no exact SHAP)."""
+    if type(model).__module__.startswith("sklearn.linear_model") and hasattr(model, "coef_"):
+        return "linear"
+    if shap_available and type(model).__name__.startswith(TREE_MODELS):
+        return "tree"
+    return None
+
+
+def shap_values(model, matrix: np.ndarray, background: np.ndarray, task: str,
+                method: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """SHAP values in feature space, shape (rows, features, outputs), the base value per output
+    and their units. Outputs: the positive class (binary), every class (multiclass), the
+    prediction (regression)."""
+    classify = task != "regression"
+    if method == "linear":
+        coef = np.atleast_2d(model.coef_)                       # (outputs, features)
+        mean = background.mean(axis=0)
+        values = (matrix - mean)[:, :, None] * coef.T[None, :, :]
+        base = mean @ coef.T + np.atleast_1d(model.intercept_)
+        return values, base, "log-odds" if classify else "target"
+    import shap
+
+    explainer = shap.TreeExplainer(model)
+    raw = explainer.shap_values(matrix)
+    values = np.stack(raw, axis=-1) if isinstance(raw, list) else np.asarray(raw)
+    if values.ndim == 2:
+        values = values[:, :, None]
+    base = np.atleast_1d(np.asarray(explainer.expected_value, dtype=float))
+    if task == "binary" and values.shape[2] == 2:  # one column per class: keep the positive one
+        positive = list(model.classes_).index(1)
+        values, base = values[:, :, [positive]], base[[positive]]
+    boosted = type(model).__name__.startswith(("GradientBoosting", "HistGradientBoosting"))
+    units = "target" if not classify else "log-odds" if boosted else "probability"
+    return values, base, units
+
+
+def by_column(values: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    """Sum feature-space contributions per input column (rows, columns, outputs)."""
+    return np.stack([values[:, g, :].sum(axis=1) for g in groups], axis=1)
+
+
+# --- local explanations ------------------------------------------------------------------------
+def occlusion(predict_output, frame: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
+    """For each row and input column: prediction minus the prediction with that column set to
+    its typical value in `frame` (median, or most frequent category). Model-agnostic, one
+    batched prediction; not additive like SHAP."""
+    typical = {c: (frame[c].median() if pd.api.types.is_numeric_dtype(frame[c])
+                   else frame[c].mode(dropna=False).iloc[0]) for c in frame.columns}
+    variants = [rows]
+    for column in frame.columns:
+        variants.append(rows.assign(**{column: typical[column]}).astype(rows.dtypes))
+    outputs = predict_output(pd.concat(variants, ignore_index=True))
+    outputs = outputs.reshape(len(frame.columns) + 1, len(rows))
+    return (outputs[0][None, :] - outputs[1:]).T                  # (rows, columns)
+
+
+def explain(featurizer, model, frame: pd.DataFrame, y: np.ndarray, ids: list, task: str, p,
+            names: dict, shap_available: bool) -> dict:
+    """explain.json: permutation importance, mean |SHAP| per input column where SHAP is exact,
+    and local explanations for `p.samples` seeded validation rows. `p`: the explain params."""
+    from sklearn.pipeline import Pipeline
+
+    pipeline = Pipeline([("features", featurizer), ("model", model)])
+    columns = list(frame.columns)
+    importance = permutation_importance(featurizer, model, frame, y, task, p.n_repeats, p.seed)
+    rng = np.random.default_rng(p.seed)
+    picked = np.sort(rng.choice(len(frame), size=min(p.samples, len(frame)), replace=False))
+    sample = frame.iloc[picked]
+    classes = list(getattr(model, "classes_", []))
+
+    if task == "regression":
+        predicted = pipeline.predict(sample).astype(float)
+        chosen_output = np.zeros(len(sample), dtype=int)
+    else:
+        proba = pipeline.predict_proba(sample)
+        chosen_output = (np.zeros(len(sample), dtype=int) if task == "binary"
+                         else proba.argmax(axis=1))
+        positive = classes.index(1) if task == "binary" else None
+
+    method = shap_method(model, shap_available)
+    groups = input_groups(featurizer, columns) if method else None
+    result = {"task": task, "model": type(model).__name__, "rows": len(frame),
+              "importance": importance["mean"], "importance_std": importance["std"],
+              "permutation": {k: importance[k]
+                              for k in ("scoring", "baseline_score", "n_repeats", "method")}}
+    if method and groups is not None:
+        matrix = np.asarray(featurizer.transform(frame), dtype=float)
+        shown = np.sort(rng.choice(len(frame), size=min(p.shap_rows, len(frame)), replace=False))
+        values, base, units = shap_values(model, matrix[shown], matrix, task, method)
+        mean_abs = np.abs(by_column(values, groups)).mean(axis=(0, 2))
+        order = np.argsort(-mean_abs, kind="stable")
+        result["shap"] = {"method": method, "units": units, "rows": len(shown),
+                          "mean_abs": {columns[j]: float(mean_abs[j]) for j in order}}
+        values, base, _ = shap_values(model, matrix[picked], matrix, task, method)
+        contributions = by_column(values, groups)[np.arange(len(sample)), :, chosen_output]
+        local_base = base[chosen_output]
+        local_method = f"shap_{method}"
+    else:
+        if method is not None:
+            reason = "featurizer outputs cannot be traced to input columns"
+        elif shap_method(model, True) == "tree":
+            reason = "TreeSHAP needs the optional `shap` package: pip install 'lifecycle[shap]'"
+        else:
+            reason = f"no exact, fast SHAP for {type(model).__name__}"
+        result["shap"] = {"method": None, "reason": reason}
+
+        def predict_output(rows: pd.DataFrame) -> np.ndarray:
+            if task == "regression":
+                return pipeline.predict(rows).astype(float)
+            out = pipeline.predict_proba(rows)
+            column = (np.full(len(rows), positive) if task == "binary"
+                      else np.tile(chosen_output, len(rows) // len(sample)))
+            return out[np.arange(len(rows)), column]
+
+        contributions = occlusion(predict_output, frame, sample) if len(sample) else \
+            np.zeros((0, len(columns)))
+        local_base, units = None, "target" if task == "regression" else "probability"
+        local_method = "occlusion"
+
+    samples = []
+    for i in range(len(sample)):
+        row = sample.iloc[i]
+        top = np.argsort(-np.abs(contributions[i]), kind="stable")[:p.top_features]
+        entry = {"customer": ids[picked[i]], "actual": _shown(y[picked[i]], names)}
+        if task == "regression":
+            entry["prediction"] = float(predicted[i])
+        elif task == "binary":
+            entry["probability"] = float(proba[i, positive])
+        else:
+            entry["prediction"] = _shown(classes[chosen_output[i]], names)
+            entry["probability"] = float(proba[i, chosen_output[i]])
+        if local_base is not None:
+            entry["base_value"] = float(local_base[i])
+            entry["output"] = float(local_base[i] + contributions[i].sum())
+        entry["top_features"] = [{"feature": columns[j], "value": _value(row[columns[j]]),
+                                  "contribution": float(contributions[i, j])} for j in top]
+        entry["other_features"] = float(np.delete(contributions[i], top).sum())
+        samples.append(entry)
+    result["local"] = {"method": local_method, "units": units,
+                       "explains": {"binary": f"the {names.get(1, 1)} class",
+                                    "multiclass": "the predicted class",
+                                    "regression": "the prediction"}[task],
+                       "samples": samples}
+    return result
+
+
+def _shown(value, names: dict):
+    value = value.item() if hasattr(value, "item") else value
+    return names.get(value, value)
+
+
+def _value(value):
+    """An input value as JSON: numbers as floats, missing as None, text as is."""
+    if isinstance(value, int | float | np.integer | np.floating):
+        return None if pd.isna(value) else float(value)
+    return None if value is None else str(value)
+
+
+# --- images --------------------------------------------------------------------------------
+def save_figures(result: dict, outdir, top: int = 15) -> list[str]:
+    """importance.png (permutation, and mean |SHAP| when there is one) and local.png."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    written = []
+    panels = [("Permutation importance", result["importance"], result["importance_std"],
+               f"drop in {result['permutation']['scoring']} (validation)")]
+    if result["shap"].get("method"):
+        panels.append(("Mean |SHAP|", result["shap"]["mean_abs"], None,
+                       f"{result['shap']['units']} ({result['shap']['method']})"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
+    for ax, (title, values, std, xlabel) in zip(axes[0], panels, strict=True):
+        names = list(values)[:top][::-1]
+        ax.barh(names, [values[n] for n in names],
+                xerr=[std[n] for n in names] if std else None)
+        ax.set(title=title, xlabel=xlabel)
+        ax.tick_params(axis="y", labelsize=8)
+    fig.subplots_adjust(left=0.22, right=0.97, wspace=0.6, bottom=0.12, top=0.92)
+    fig.savefig(outdir / "importance.png", dpi=80, metadata={"Software": None})
+    plt.close(fig)
+    written.append("importance.png")
+
+    samples = result["local"]["samples"]
+    if samples:
+        fig, axes = plt.subplots(len(samples), 1, figsize=(6.5, 1.9 * len(samples)),
+                                 squeeze=False)
+        for ax, s in zip(axes[:, 0], samples, strict=True):
+            feats = s["top_features"][::-1]
+            contrib = [f["contribution"] for f in feats]
+            ax.barh([f"{f['feature']} = {f['value']}" for f in feats], contrib,
+                    color=["tab:red" if c > 0 else "tab:blue" for c in contrib])
+            said = s.get("probability", s.get("prediction"))
+            ax.set_title(f"{s['customer']}: predicted {said:.3g}, actual {s['actual']}",
+                         fontsize=9)
+            ax.tick_params(axis="y", labelsize=7)
+            ax.axvline(0, color="grey", linewidth=1)
+        axes[-1, 0].set_xlabel(f"contribution ({result['local']['units']}, "
+                               f"{result['local']['method']})")
+        fig.subplots_adjust(left=0.42, right=0.97, hspace=0.6, top=0.95, bottom=0.08)
+        fig.savefig(outdir / "local.png", dpi=80, metadata={"Software": None})
+        plt.close(fig)
+        written.append("local.png")
+    return written

@@ -1,0 +1,41 @@
+"""explain: global importance of each input column (permutation, SHAP where exact) and local
+explanations of a few sample rows, on the validation split; personal data masked."""
+
+from lifecycle import cli, explain, features, io, params
+from lifecycle.contract import load_contract, mask
+from lifecycle.evaluation import display_names, rounded
+
+
+def main() -> str:
+    args = cli.paths(__doc__, validation="validation split", contract="data contract (YAML)",
+                     featurizer="fitted featurizer (skops)", model="fitted model (skops)",
+                     output="explanations (JSON)", plots="folder for plot data",
+                     figures="folder for PNG images")
+    task = params.load("task").type
+    derived = params.load("featurize").derived
+    p = params.load("explain")
+    contract = load_contract(args.contract)
+    split = io.read_parquet(args.validation)
+    frame = features.model_frame(split, contract, derived)
+    y = features.target_vector(split, contract, task)
+    ids = (mask(split[contract.id].tolist()) if contract.id in split
+           else [f"row {i}" for i in range(len(split))])
+    names = display_names(task, contract.target.positive,
+                          contract.columns[contract.target.column].allowed)
+    result = explain.explain(features.load(args.featurizer), features.load(args.model), frame, y,
+                             ids, task, p, names, explain.shap_installed())
+
+    io.write_json(rounded(result), args.output)
+    io.write_json([{"feature": k, "importance": round(v, 6)}
+                   for k, v in result["importance"].items()], f"{args.plots}/importance.json")
+    explain.save_figures(result, args.figures)
+    top = ", ".join(list(result["importance"])[:3])
+    shap = result["shap"]
+    said = shap["method"] or f"none: {shap['reason']}"
+    return (f"{len(frame.columns)} input columns ranked on {len(frame)} validation rows "
+            f"(top: {top}); SHAP {said}; {len(result['local']['samples'])} rows explained "
+            f"({result['local']['method']})")
+
+
+if __name__ == "__main__":
+    cli.run("explain", main)

@@ -1,0 +1,81 @@
+"""package: compose the cleaning rules (the contract), the fitted features and the model into one
+inference bundle in models/bundle/ (lifecycle/packaging.py): the sklearn Pipeline (skops) and its
+ONNX export, checked to agree on the validation split and synthetic edge rows; the input
+signature; reference statistics for drift checks; a model card; and a manifest with the sha256
+of every file and the lineage (data, params and code hashes) from dvc.lock.
+
+It reads the train split (reference statistics) and the validation split (the checks), never the
+test split: evaluate alone reads that, and its metrics reach the card through scores.json.
+
+dvc.lock is read but not declared as a dependency: DVC rewrites it after every stage, this one
+included, so the stage would never be up to date. The upstream outputs it does declare (splits,
+featurizer, model, scores) change whenever their lineage does, and the stage refuses a dvc.lock
+whose record of those files is stale.
+"""
+
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from lifecycle import cli, features, io, packaging, params
+from lifecycle.errors import ParamsError, StageError
+
+
+def main() -> str:
+    args = cli.paths(__doc__, contract="data contract (YAML)", train="train split",
+                     validation="validation split", featurizer="fitted featurizer (skops)",
+                     model="fitted model (skops)", scores="test metrics from evaluate (JSON)",
+                     split="split sizes and time ranges (JSON)", lock="dvc.lock (lineage)",
+                     bundle="bundle folder to write", metrics="package check results (JSON)")
+    task = params.load("task").type
+    derived = params.load("featurize").derived
+    p = params.load("package")
+    contract_text, contract = packaging.load_contract_text(args.contract)
+    strangers = [c for c in p.card.sensitive_features if c not in contract.feature_columns]
+    if strangers:
+        raise ParamsError(f"params.yaml: package.card.sensitive_features: {strangers} are not "
+                          "feature columns of the contract")
+    if not Path(args.lock).exists():
+        raise StageError(f"{args.lock} not found: run the package stage through `dvc repro`")
+
+    inputs = {path: packaging.md5_file(path) for path in (
+        args.contract, args.train, args.validation, args.featurizer, args.model, args.scores,
+        args.split)}
+    lineage = packaging.lineage(
+        yaml.safe_load(Path(args.lock).read_text()) or {}, inputs,
+        packaging.imported_code(Path.cwd()),
+        {"task": {"type": task}, "featurize.derived": derived, "package": p.model_dump()})
+    scores = io.read_json(args.scores)
+    train, validation = io.read_parquet(args.train), io.read_parquet(args.validation)
+    files = packaging.build_files(
+        name=p.name, task=task, contract_text=contract_text,
+        featurizer=features.load(args.featurizer), model=features.load(args.model),
+        derived=derived, threshold=packaging.read_threshold(scores, task), train=train,
+        validation=validation, scores=scores, split_summary=io.read_json(args.split),
+        lineage_info=lineage, card=p.card.model_dump(), opset=p.onnx_opset,
+        ml_opset=p.onnx_ml_opset, tolerance=p.tolerance, unknown_category=p.unknown_category,
+        bins=p.reference_bins)
+    manifest = packaging.write_bundle(args.bundle, files, lineage)
+
+    bundle = packaging.load_bundle(args.bundle)
+    checked = pd.concat([validation, packaging.edge_rows(validation, contract)],
+                        ignore_index=True)
+    engines = packaging.compare_engines(bundle, checked, p.tolerance)
+    paths = packaging.compare_paths(bundle, validation)
+    io.write_json({"version": manifest["version"], "onnx_vs_sklearn": engines,
+                   "records_vs_frame": paths,
+                   "bytes": {name: len(data) for name, data in files.items()}}, args.metrics)
+    if not engines["ok"] or not paths["ok"]:
+        packaging.remove_bundle(args.bundle)
+        raise StageError(f"the bundle's engines disagree (bundle removed): ONNX vs sklearn "
+                         f"{engines}; records vs frame {paths} (see {args.metrics})")
+    return (f"bundle {manifest['version']} ({len(files)} files, "
+            f"{sum(map(len, files.values())) / 1e6:.1f} MB): ONNX agrees with sklearn on "
+            f"{engines['rows']} validation + edge rows (max difference "
+            f"{engines['max_difference']:.1e} <= {p.tolerance:g}), lineage of "
+            f"{len(lineage['stages'])} stages from {args.lock}")
+
+
+if __name__ == "__main__":
+    cli.run("package", main)

@@ -1,0 +1,384 @@
+"""The package stage and the bundle library: ONNX agrees with sklearn, tampering is refused, two
+runs give the same bytes, the lineage is dvc.lock's, and row checks reject with reasons."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lifecycle import features, io, models, packaging, params
+from lifecycle.cleaning import make_coherent
+from lifecycle.contract import Contract, load_contract
+from lifecycle.errors import StageError
+from lifecycle.packaging import BUNDLE_FILES, MANIFEST, BundleError, load_bundle
+from tests.conftest import ROOT, run
+from tests.helpers_stages import assert_one_error_line, run_stage_process, set_params
+
+ALL_FILES = [*BUNDLE_FILES, MANIFEST]
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(reproduced: Path) -> Path:
+    return reproduced / "models" / "bundle"
+
+
+@pytest.fixture(scope="session")
+def bundle(bundle_dir: Path) -> packaging.Bundle:
+    return load_bundle(bundle_dir)
+
+
+@pytest.fixture(scope="session")
+def validation(reproduced: Path) -> pd.DataFrame:
+    return io.read_parquet(reproduced / "data/processed/validation.parquet")
+
+
+@pytest.fixture
+def bundle_copy(bundle_dir: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(bundle_dir, tmp_path / "bundle"))
+
+
+def plain(value):
+    return packaging._py(value)
+
+
+# --- the bundle's contents ---------------------------------------------------------------------
+def test_bundle_holds_exactly_its_files_and_a_manifest(bundle_dir: Path, bundle):
+    assert sorted(p.name for p in bundle_dir.iterdir()) == sorted(ALL_FILES)
+    manifest = json.loads((bundle_dir / MANIFEST).read_text())
+    assert manifest["version"] == bundle.version and len(bundle.version) == 12
+    for name in BUNDLE_FILES:
+        assert manifest["files"][name] == io.sha256_file(bundle_dir / name)
+    assert bundle.inference["threshold"] == json.loads(
+        (bundle_dir.parents[1] / "metrics/scores.json").read_text())["threshold"]
+
+
+def test_signature_is_the_id_and_the_feature_columns(bundle):
+    contract = bundle.contract
+    fields = bundle.signature["fields"]
+    assert [f["name"] for f in fields] == [contract.id, *contract.feature_columns]
+    assert fields[0]["role"] == "id" and contract.id not in bundle.inference["feature_names"]
+    assert not set(contract.personal_data) & set(contract.feature_columns)
+    tenure = next(f for f in fields if f["name"] == "tenure")
+    assert (tenure["type"], tenure["min"], tenure["max"], tenure["required"]) == ("int", 0, 120,
+                                                                                  True)
+    ok, rejects = bundle.check_rows(pd.DataFrame([bundle.signature["example"]]))
+    assert len(ok) == 1 and rejects.empty
+
+
+def test_reference_stats_describe_train_inputs_and_predictions(bundle, reproduced: Path):
+    stats = bundle.reference_stats
+    train = io.read_parquet(reproduced / "data/processed/train.parquet")
+    assert set(stats["features"]) == set(bundle.contract.feature_columns)
+    tenure = stats["features"]["tenure"]
+    assert tenure["rows"] == len(train) and sum(tenure["counts"]) == len(train)
+    assert len(tenure["edges"]) == 9 and len(tenure["counts"]) == 10   # deciles
+    assert np.allclose(packaging.histogram(train["tenure"].astype(float), tenure["edges"]),
+                       tenure["counts"])
+    assert abs(tenure["mean"] - train["tenure"].mean()) < 1e-6
+    contract_shares = stats["features"]["contract"]["shares"]
+    assert abs(sum(contract_shares.values()) - 1) < 1e-9
+    prediction = stats["prediction"]
+    assert prediction["from"] == "validation split" and sum(prediction["counts"]) == 1404
+    assert 0 <= prediction["min"] <= prediction["max"] <= 1
+
+
+def test_model_card_has_every_section_and_no_run_dates(bundle):
+    card = bundle.model_card
+    for heading in ("## Intended use", "## Model", "## Data", "## Metrics", "## Parameters",
+                    "## Limitations", "## Ethical considerations and personal data"):
+        assert heading in card
+    assert "train 4213, validation 1404, test 1404" in card
+    assert "roc_auc" in card and "[0." in card   # the metric with its interval
+    assert "customer_id" in card and "senior_citizen" in card
+    assert "test split was read only by evaluate" in card
+
+
+# --- ONNX against sklearn ----------------------------------------------------------------------
+def test_onnx_and_sklearn_agree_on_the_validation_split(bundle, validation, reproduced: Path):
+    ok, rejects = bundle.check_rows(validation)
+    assert rejects.empty
+    fast, reference = bundle.predict(ok), bundle.predict(ok, engine="sklearn")
+    assert np.abs(fast["probability"] - reference["probability"]).max() < 1e-4
+    near = (reference["probability"] - bundle.threshold).abs() <= 1e-4
+    assert (fast["prediction"] == reference["prediction"])[~near].all()
+    assert set(fast["prediction"]) <= {"Yes", "No"}
+    assert ((fast["probability"] >= bundle.threshold) == (fast["prediction"] == "Yes")).all()
+    checks = json.loads((reproduced / "metrics/package.json").read_text())
+    assert checks["onnx_vs_sklearn"]["ok"] and checks["onnx_vs_sklearn"]["rows"] > len(validation)
+    assert checks["records_vs_frame"]["ok"]
+
+
+def test_edge_rows_score_alike_in_both_engines(bundle, validation):
+    edges = packaging.edge_rows(validation, bundle.contract)
+    assert (edges["contract"] == "__unseen_category__").any()
+    assert edges["total_charges"].isna().any()
+    report = packaging.compare_engines(bundle, edges, 1e-4)
+    assert report["ok"], report
+
+
+def test_predict_records_matches_predict(bundle, validation):
+    ok, _ = bundle.check_rows(validation.head(300))
+    records = [{k: plain(v) for k, v in row.items()} for row in ok.to_dict("records")]
+    checked, reasons = bundle.check_records(records)
+    assert not reasons and len(checked) == 300
+    fast = bundle.predict_records(checked)
+    frame = bundle.predict(ok)
+    assert [r["prediction"] for r in fast] == frame["prediction"].tolist()
+    assert np.allclose([r["probability"] for r in fast], frame["probability"], rtol=0, atol=0)
+
+
+def test_stage_fails_and_removes_the_bundle_when_engines_disagree(reproduced: Path,
+                                                                   tmp_path: Path):
+    ws = Path(shutil.copytree(reproduced, tmp_path / "ws", symlinks=True))
+    set_params(ws, {"package.tolerance": 1e-12})
+    proc = run_stage_process(ws, "package", env={"PYTHONPATH": str(ws)})
+    assert proc.returncode == 1
+    assert_one_error_line(proc.stderr, "package", "engines disagree", "bundle removed")
+    assert not (ws / "models" / "bundle").exists()
+    assert not json.loads((ws / "metrics/package.json").read_text())["onnx_vs_sklearn"]["ok"]
+
+
+# --- tampering ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ALL_FILES)
+def test_one_changed_byte_in_any_file_is_refused(bundle_copy: Path, name: str):
+    path = bundle_copy / name
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle] = ord("7") if data[middle] != ord("7") else ord("8")
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=name.replace(".", r"\.")):
+        load_bundle(bundle_copy)
+
+
+def test_manifest_whitespace_edit_is_refused(bundle_copy: Path):
+    path = bundle_copy / MANIFEST
+    path.write_text(path.read_text().replace('\n  "files"', '\n   "files"', 1))
+    with pytest.raises(BundleError, match="manifest.json: its bytes differ"):
+        load_bundle(bundle_copy)
+
+
+def test_unexpected_file_is_refused(bundle_copy: Path):
+    (bundle_copy / "notes.txt").write_text("hello")
+    with pytest.raises(BundleError, match="unexpected file.*notes.txt"):
+        load_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "signature.json"])
+def test_missing_file_is_refused(bundle_copy: Path, name: str):
+    (bundle_copy / name).unlink()
+    with pytest.raises(BundleError, match=f"missing: {name}"):
+        load_bundle(bundle_copy)
+
+
+def test_a_folder_without_manifest_is_not_a_bundle(bundle_copy: Path):
+    (bundle_copy / MANIFEST).unlink()
+    with pytest.raises(BundleError, match="no manifest.json"):
+        load_bundle(bundle_copy)
+
+
+# --- reproducibility and lineage ---------------------------------------------------------------
+def test_two_package_runs_give_identical_bundles(reproduced: Path, bundle_dir: Path,
+                                                 tmp_path: Path):
+    ws = Path(shutil.copytree(reproduced, tmp_path / "ws", symlinks=True))
+    shutil.rmtree(ws / "models" / "bundle")
+    run(["dvc", "repro", "--quiet", "--force", "--single-item", "package"], ws)
+    for name in ALL_FILES:
+        assert (ws / "models/bundle" / name).read_bytes() == (bundle_dir / name).read_bytes(), name
+
+
+def test_manifest_lineage_matches_dvc_lock(reproduced: Path, bundle):
+    lock = yaml.safe_load((reproduced / "dvc.lock").read_text())["stages"]
+    lineage = bundle.manifest["lineage"]
+    upstream = ["seed_demo_source", "collect", "validate", "preprocess", "split", "featurize",
+                "train", "evaluate"]
+    assert list(lineage["stages"]) == upstream   # explain is not upstream of package
+    for name, recorded in lineage["stages"].items():
+        assert recorded["deps"] == {d["path"]: d["md5"] for d in lock[name]["deps"]}
+        assert recorded["outs"] == {o["path"]: o["md5"] for o in lock[name]["outs"]}
+        assert recorded["params"] == lock[name].get("params", {})
+    assert lineage["params"]["train"]["model"] == lock["train"]["params"]["params.yaml"][
+        "train"]["model"]
+    own = {d["path"]: d["md5"] for d in lock["package"]["deps"]}
+    for path, md5 in {**lineage["package"]["inputs"], **lineage["package"]["code"]}.items():
+        if path != "stages/__init__.py" and path != "lifecycle/__init__.py":
+            assert own[path] == md5, f"{path} is read by package but not declared in dvc.yaml"
+
+
+def test_lineage_refuses_a_stale_lock():
+    lock = {"stages": {"train": {"deps": [{"path": "a.parquet", "md5": "1"}],
+                                 "outs": [{"path": "model.skops", "md5": "old"}]}}}
+    with pytest.raises(StageError, match="model.skops.*stale"):
+        packaging.lineage(lock, {"model.skops": "new"}, {}, {})
+    fresh = packaging.lineage(lock, {"model.skops": "old"}, {"stages/package.py": "c"}, {})
+    assert list(fresh["stages"]) == ["train"] and fresh["code"] == {"stages/package.py": "c"}
+
+
+# --- row checks --------------------------------------------------------------------------------
+def test_check_rows_rejects_bad_rows_with_their_reasons(bundle):
+    good = dict(bundle.signature["example"])
+    rows = [
+        good,
+        {**good, "tenure": "twelve"},                 # wrong type
+        {**good, "tenure": 500},                      # out of range (and the charges rule)
+        {**good, "contract": None},                   # missing required
+        {k: v for k, v in good.items() if k != "payment_method"},   # field absent
+        {**good, "total_charges": 1e6},               # cross-field rule
+        {**good, "customer_id": "  "},                # the id is required too
+        {**good, "contract": "Three year"},           # unknown category: accepted
+        {**good, "contract": " one   YEAR ", "total_charges": None},   # coherent spelling, null
+        {**good, "monthly_charges": "56.95"},         # a number sent as text: readable
+    ]
+    ok, rejects = bundle.check_rows(pd.DataFrame(rows))
+    assert rejects["reason"].to_dict() == {
+        1: "wrong_type:tenure",
+        2: "out_of_range:tenure; rule:total_charges_match_tenure",
+        3: "missing_required:contract",
+        4: "missing_required:payment_method",
+        5: "rule:total_charges_match_tenure",
+        6: "missing_required:customer_id",
+    }
+    assert list(ok.index) == [0, 7, 8, 9]
+    assert ok.loc[8, "contract"] == "One year" and pd.isna(ok.loc[8, "total_charges"])
+    assert ok.loc[9, "monthly_charges"] == 56.95
+    records, reasons = bundle.check_records(rows)
+    assert reasons == rejects["reason"].to_dict()
+    assert [r["contract"] for r in records] == ["One year", "Three year", "One year", "One year"]
+    assert len(bundle.predict(ok)) == 4 and len(bundle.predict_records(records)) == 4
+
+
+def test_unknown_categories_can_be_rejected(bundle_dir: Path, bundle):
+    signature = {**bundle.signature, "unknown_category": "reject"}
+    files = {n: (bundle_dir / n).read_bytes() for n in BUNDLE_FILES}
+    files["signature.json"] = packaging.canonical_json(signature)
+    strict = packaging.Bundle(bundle_dir, {**files, MANIFEST: (bundle_dir / MANIFEST).read_bytes()})
+    row = {**bundle.signature["example"], "contract": "Three year"}
+    _, rejects = strict.check_rows(pd.DataFrame([row]))
+    assert rejects["reason"].tolist() == ["unknown_category:contract"]
+    assert strict.check_records([row])[1] == {0: "unknown_category:contract"}
+
+
+def _value_strategy(field: dict):
+    options = [st.none(), st.integers(-3, 130), st.floats(-10, 5000, allow_nan=False),
+               st.just(float("nan")), st.booleans(),
+               st.text(alphabet=" \t\n\x0b\x1cab1.-eY", max_size=5)]
+    if field.get("allowed"):
+        allowed = st.sampled_from(field["allowed"])
+        options += [allowed, allowed.map(str.upper), allowed.map(lambda a: f"  {a} "),
+                    allowed.map(lambda a: a.replace(" ", "_"))]
+    return st.one_of(*options)
+
+
+@st.composite
+def _records(draw, signature: dict):
+    example = signature["example"]
+    out = []
+    for _ in range(draw(st.integers(1, 4))):
+        record = dict(example)
+        for field in draw(st.lists(st.sampled_from(signature["fields"]), max_size=4)):
+            record[field["name"]] = draw(_value_strategy(field))
+        out.append(record)
+    return out
+
+
+def test_check_records_agrees_with_check_rows(bundle):
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(_records(bundle.signature))
+    def agree(records):
+        ok, rejects = bundle.check_rows(pd.DataFrame(records))
+        fast_ok, fast_reasons = bundle.check_records(records)
+        assert fast_reasons == rejects["reason"].to_dict()
+        names = [f["name"] for f in bundle.signature["fields"]]
+        expected = [{n: plain(row[n]) for n in names} for row in ok.to_dict("records")]
+        assert [{n: r[n] for n in names} for r in fast_ok] == expected
+
+    agree()
+
+
+def test_batch_cleaning_equals_make_coherent(bundle):
+    rng = np.random.default_rng(0)
+    n = 600
+    contract = bundle.contract
+    frame = pd.DataFrame({
+        contract.id: [f"c{i}" if i % 50 else f" c {i}\t" for i in range(n)],
+        "contract": rng.choice(["One year", "one_year", " Two year", "Month-to-month", "",
+                                None, "Three year"], n),
+        "tenure": rng.choice(["12", "x", None, "3.0", "3.5", " 7 "], n),
+        "monthly_charges": rng.normal(50, 10, n),
+    }).astype({contract.id: "string", "contract": "string", "tenure": object})
+    expected, unreadable = make_coherent(frame, contract)
+    got, got_unreadable = packaging.coherent_columns(frame, contract)
+    pd.testing.assert_frame_equal(got, expected)
+    pd.testing.assert_frame_equal(got_unreadable, unreadable)
+    tidy_ids = frame.assign(**{contract.id: [f"c{i}" for i in range(n)]})
+    pd.testing.assert_frame_equal(packaging.coherent_columns(tidy_ids, contract)[0],
+                                  make_coherent(tidy_ids, contract)[0])
+
+
+# --- other tasks and model families (in memory: the library without the DAG) -----------------
+def _small_bundle(tmp_path: Path, task: str, family: str, contract: Contract,
+                  train: pd.DataFrame, validation: pd.DataFrame) -> packaging.Bundle:
+    fp = params.load("featurize", ROOT / "params.yaml")
+    tp = params.load("train", ROOT / "params.yaml")
+    tp = tp.model_copy(update={"model": family})
+    frame = features.model_frame(train, contract, fp.derived)
+    y = features.target_vector(train, contract, task)
+    featurizer, _ = features.fit_featurizer(frame, y, contract, fp, task)
+    small = {"random_forest": {"n_estimators": 10, "max_depth": 4},
+             "gradient_boosting": {"max_iter": 20}, "mlp": {"max_iter": 30}}.get(family, {})
+    model = models.build_model(task, tp, rows=len(frame)).set_params(**small)
+    model.fit(featurizer.transform(frame), y)
+    pp = params.load("package", ROOT / "params.yaml")
+    text = yaml.safe_dump(contract.model_dump()).encode()
+    files = packaging.build_files(
+        name="test", task=task, contract_text=text, featurizer=featurizer, model=model,
+        derived=fp.derived, threshold=0.3 if task == "binary" else None, train=train,
+        validation=validation, scores={}, split_summary={}, lineage_info={},
+        card=pp.card.model_dump(), opset=pp.onnx_opset, ml_opset=pp.onnx_ml_opset,
+        tolerance=pp.tolerance, unknown_category="accept", bins=5)
+    packaging.write_bundle(tmp_path / task / family, files, {})
+    return load_bundle(tmp_path / task / family)
+
+
+def _contract_for(task: str) -> Contract:
+    base = load_contract(ROOT / "contract.yaml").model_dump()
+    if task == "multiclass":
+        base["target"] = {"column": "payment_method", "positive": None}
+    elif task == "regression":
+        base["target"] = {"column": "monthly_charges", "positive": None}
+        base["rules"] = []
+        base["columns"]["monthly_charges"]["nullable"] = False
+    return Contract.model_validate(base)
+
+
+@pytest.mark.parametrize("task,family", [
+    ("binary", "decision_tree"), ("binary", "random_forest"), ("binary", "gradient_boosting"),
+    ("binary", "mlp"), ("multiclass", "logistic_regression"), ("multiclass", "random_forest"),
+    ("regression", "logistic_regression"), ("regression", "gradient_boosting"),
+])
+def test_every_task_and_family_packages_with_agreeing_engines(tmp_path: Path, reproduced: Path,
+                                                              task: str, family: str):
+    contract = _contract_for(task)
+    train = io.read_parquet(reproduced / "data/processed/train.parquet").head(800)
+    validation = io.read_parquet(reproduced / "data/processed/validation.parquet").head(300)
+    bundle = _small_bundle(tmp_path, task, family, contract, train, validation)
+    checked = pd.concat([validation, packaging.edge_rows(validation, contract)],
+                        ignore_index=True)
+    report = packaging.compare_engines(bundle, checked, 1e-4)
+    assert report["ok"], report
+    assert packaging.compare_paths(bundle, validation)["ok"]
+    answer = bundle.predict(validation)
+    if task == "regression":
+        assert list(answer.columns) == ["prediction"] and answer["prediction"].between(0, 200).all()
+    else:
+        assert set(answer["prediction"]) <= set(bundle.classes)
+        assert answer["probability"].between(0, 1).all()
+    if task == "multiclass":
+        assert bundle.classes == sorted(contract.columns["payment_method"].allowed)

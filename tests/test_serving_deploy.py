@@ -1,0 +1,218 @@
+"""Deployment strategies on a real server: canary and A/B shares, shadow logging, blue/green
+switches under load, model versions and stages from GTO tags, and the `kill -9` guarantee
+that every answered prediction is in the registry."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import yaml
+
+from lifecycle.errors import StageError
+from lifecycle.serving.deploy import Deployment, Router, bucket, load_deployment
+from lifecycle.serving.loadgen import run_load
+from tests.conftest import run
+from tests.helpers_serving import Server, records_from, registry_ids, registry_rows, signature_of
+
+CUSTOMERS = 4000
+
+
+@pytest.fixture(scope="module")
+def bundle(reproduced: Path) -> Path:
+    return reproduced / "models" / "bundle"
+
+
+@pytest.fixture(scope="module")
+def customers(reproduced: Path, bundle: Path) -> list[dict]:
+    """CUSTOMERS records with distinct customer ids (real feature values, cycled)."""
+    rows = records_from(reproduced / "data/processed/validation.parquet", signature_of(bundle))
+    return [{**rows[i % len(rows)], "customer_id": f"cust-{i:05d}"} for i in range(CUSTOMERS)]
+
+
+def serve(tmp: Path, deployment: dict, *args: str) -> Server:
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "deploy.yaml").write_text(yaml.safe_dump(deployment))
+    return Server("--deployment", str(tmp / "deploy.yaml"), *args, cwd=tmp,
+                  registry=f"sqlite:///{tmp / 'registry.sqlite'}")
+
+
+def variants_for(server: Server, records: list[dict], chunk: int = 500) -> list[str]:
+    out = []
+    for i in range(0, len(records), chunk):
+        response = httpx.post(f"{server.url}/predict", json=records[i:i + chunk], timeout=60)
+        assert response.status_code == 200, response.text
+        out += [a["variant"] for a in response.json()]
+    return out
+
+
+def test_deployment_files_are_checked_with_one_clear_message(tmp_path: Path):
+    for path in sorted((Path(__file__).parents[1] / "deploy").glob("*.yaml")):
+        load_deployment(path)  # the shipped examples are valid
+    bad = {"strategy": "canary", "variants": {"a": {"bundle": "x"}, "b": {"bundle": "y"}}}
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(StageError, match="canary needs share"):
+        load_deployment(tmp_path / "d.yaml")
+    bad = {"strategy": "ab", "variants": {"a": {"bundle": "x"}, "b": {"stage": "prod"}},
+           "split": {"a": 0.7, "b": 0.7}}
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(StageError, match="sum to 1"):
+        load_deployment(tmp_path / "d.yaml")
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump({"variants": {"a": {}}}))
+    with pytest.raises(StageError, match="variants.a: .*exactly one of bundle, version, stage"):
+        load_deployment(tmp_path / "d.yaml")
+
+
+def test_routing_is_sticky_and_splits_as_declared():
+    canary = Router(Deployment.model_validate({
+        "name": "c", "strategy": "canary", "share": 0.25,
+        "variants": {"champion": {"bundle": "a"}, "challenger": {"bundle": "b"}}}))
+    picks = [canary.route(f"id-{i}")[0] for i in range(20_000)]
+    assert picks.count("challenger") / len(picks) == pytest.approx(0.25, abs=0.015)
+    assert picks == [canary.route(f"id-{i}")[0] for i in range(20_000)]  # sticky
+    # another deployment name draws customers independently of this one
+    assert bucket("c", "id-1") != bucket("other", "id-1")
+
+
+def test_canary_sends_its_share_of_customers_and_keeps_each_on_one_variant(
+        bundle: Path, customers, tmp_path: Path):
+    deployment = {"name": "canary-test", "strategy": "canary", "share": 0.2,
+                  "variants": {"champion": {"bundle": str(bundle)},
+                               "challenger": {"bundle": str(bundle)}}}
+    with serve(tmp_path, deployment) as server:
+        first = variants_for(server, customers)
+        share = first.count("challenger") / len(first)
+        assert share == pytest.approx(0.2, abs=0.03)
+        assert variants_for(server, customers[:1000]) == first[:1000]  # sticky per customer
+        meta = httpx.get(f"{server.url}/metadata").json()["deployment"]
+        assert meta["strategy"] == "canary" and meta["share"] == 0.2
+
+
+def test_ab_splits_customers_and_reports_outcomes_per_variant(bundle: Path, customers,
+                                                              tmp_path: Path):
+    deployment = {"name": "ab-test", "strategy": "ab", "split": {"a": 0.5, "b": 0.5},
+                  "variants": {"a": {"bundle": str(bundle)}, "b": {"bundle": str(bundle)}}}
+    with serve(tmp_path, deployment) as server:
+        answers = []
+        for i in range(0, CUSTOMERS, 500):
+            answers += httpx.post(f"{server.url}/predict", json=customers[i:i + 500],
+                                  timeout=60).json()
+        share_a = sum(a["variant"] == "a" for a in answers) / len(answers)
+        assert share_a == pytest.approx(0.5, abs=0.03)
+        for answer in answers[:200]:  # the true outcome arrives later for some customers
+            response = httpx.post(f"{server.url}/feedback",
+                                  json={"request_id": answer["request_id"], "outcome": "No"})
+            assert response.status_code == 200
+        outcomes = httpx.get(f"{server.url}/admin/outcomes", headers=server.admin()).json()
+        by_variant = {o["variant"]: o for o in outcomes}
+        assert set(by_variant) == {"a", "b"}
+        assert sum(o["predictions"] for o in outcomes) == CUSTOMERS
+        assert sum(o["with_feedback"] for o in outcomes) == 200
+        expected_a = sum(a["variant"] == "a" and a["prediction"] == "No" for a in answers[:200])
+        n_a = sum(a["variant"] == "a" for a in answers[:200])
+        assert by_variant["a"]["accuracy"] == pytest.approx(expected_a / n_a)
+
+
+def test_shadow_scores_every_request_but_only_the_champion_answers(bundle: Path, customers,
+                                                                   tmp_path: Path):
+    deployment = {"name": "shadow-test", "strategy": "shadow",
+                  "variants": {"champion": {"bundle": str(bundle)},
+                               "challenger": {"bundle": str(bundle)}}}
+    with serve(tmp_path, deployment) as server:
+        answers = httpx.post(f"{server.url}/predict", json=customers[:300], timeout=60).json()
+        assert {a["variant"] for a in answers} == {"champion"}
+        rows = registry_rows(server.registry)
+        served = rows[rows.role == "served"].set_index("request_id")
+        shadow = rows[rows.role == "shadow"].set_index("request_id")
+        ids = [a["request_id"] for a in answers]
+        assert set(served.index) == set(shadow.index) == set(ids)
+        assert set(shadow.variant) == {"challenger"}
+        # same bundle on both sides: the shadow must agree with the answer
+        assert (shadow.loc[ids, "prediction"] == served.loc[ids, "prediction"]).all()
+
+
+@pytest.fixture(scope="module")
+def registered(reproduced: Path, tmp_path_factory) -> Path:
+    """A copy of the reproduced project whose bundle is registered with GTO as
+    churn-model v1.0.0 and assigned to stage prod; then the working-tree bundle is deleted,
+    so serving it must fetch the one at that git revision from the DVC cache."""
+    repo = tmp_path_factory.mktemp("gto") / "project"
+    shutil.copytree(reproduced, repo, symlinks=True)
+    dvc_yaml = yaml.safe_load((repo / "dvc.yaml").read_text())
+    if "churn-model" not in (dvc_yaml.get("artifacts") or {}):
+        # the artifact declaration a project ships (see dvc.yaml `artifacts:`)
+        dvc_yaml.setdefault("artifacts", {})["churn-model"] = {"path": "models/bundle",
+                                                               "type": "model"}
+        (repo / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
+    run("git add -A && git -c user.name=t -c user.email=t@t commit -qm 'model v1'", repo)
+    run(["gto", "register", "churn-model", "HEAD", "--version", "v1.0.0"], repo)
+    run(["gto", "assign", "churn-model", "--version", "v1.0.0", "--stage", "prod"], repo)
+    shutil.rmtree(repo / "models" / "bundle")
+    return repo
+
+
+def test_blue_green_switches_under_load_without_a_failed_request(
+        registered: Path, reproduced: Path, bundle: Path, customers, tmp_path: Path):
+    green = tmp_path / "green"
+    shutil.copytree(bundle, green)
+    deployment = {"name": "bg-test", "strategy": "blue_green", "active": "blue",
+                  "variants": {"blue": {"stage": "prod"}, "green": {"bundle": str(green)}}}
+    with serve(tmp_path, deployment, "--repo", str(registered)) as server:
+        meta = httpx.get(f"{server.url}/metadata").json()
+        version = orjson.loads((bundle / "manifest.json").read_bytes())["version"]
+        assert meta["variants"]["blue"]["source"] == "churn-model#prod"
+        assert meta["variants"]["blue"]["model_version"] == version  # fetched at the tag
+
+        async def load_with_switches():
+            bodies = [orjson.dumps(c) for c in customers[:500]]
+            load = asyncio.create_task(run_load(f"{server.url}/predict", bodies,
+                                                requests=1500, concurrency=16))
+            states = []
+            async with httpx.AsyncClient(base_url=server.url, headers=server.admin()) as admin:
+                for path in ("/admin/switch", "/admin/rollback", "/admin/switch"):
+                    await asyncio.sleep(0.3)
+                    response = await admin.post(path)
+                    assert response.status_code == 200, response.text
+                    states.append(response.json()["live"])
+            return await load, states
+
+        result, states = asyncio.run(load_with_switches())
+        assert states == ["green", "blue", "green"]
+        assert result["statuses"] == {"200": 1500} and not result["errors"]
+        assert {a["variant"] for a in result["answered"]} == {"blue", "green"}
+        assert httpx.get(f"{server.url}/metadata").json()["deployment"]["live"] == "green"
+
+
+def test_a_version_not_registered_is_one_clear_error(registered: Path, bundle: Path,
+                                                     tmp_path: Path):
+    deployment = {"name": "v", "variants": {"main": {"version": "v9.9.9"}}}
+    server = serve(tmp_path, deployment, "--repo", str(registered))
+    with pytest.raises(AssertionError, match=r"no git revision 'churn-model@v9.9.9'"):
+        server.start()
+
+
+def test_kill_9_during_load_loses_no_answered_prediction(bundle: Path, customers,
+                                                         tmp_path: Path):
+    registry = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    server = Server("--bundle", str(bundle), cwd=tmp_path, registry=registry).start()
+    answered: list[str] = []
+
+    def on_answer(answer: dict) -> None:
+        answered.append(answer["request_id"])
+        if len(answered) == 400:
+            server.kill9()  # no shutdown, no flush: the process is gone
+
+    bodies = [orjson.dumps(c) for c in customers[:1000]]
+    try:
+        result = asyncio.run(run_load(f"{server.url}/predict", bodies, requests=3000,
+                                      concurrency=32, on_answer=on_answer,
+                                      stop=lambda: server.proc.poll() is not None))
+    finally:
+        server.stop()
+    assert server.proc.returncode == -9
+    assert len(answered) >= 400 and sum(result["errors"].values()) > 0
+    assert set(answered) <= registry_ids(registry)
