@@ -5,6 +5,7 @@ PYTHON ?= python3
 export PATH := $(BIN):$(PATH)
 
 .PHONY: run test lint install bench contract clean push pull remote dag-check plots-template sweep compare report
+.PHONY: predict serve registry-export bench-serving
 
 run: install                          ## create the venv, install, and run the whole DAG
 	dvc repro
@@ -58,6 +59,24 @@ compare: install                      ## leaderboard of this commit's experiment
 
 report: install                       ## report.md + report_figures/: workspace vs BASE; exit 1 on a broken gate
 	python -m lifecycle.report --base '$(BASE)' --output report.md --figures report_figures
+
+# Serving (docs/serving.md): batch scoring, the HTTP API, the inference registry
+PORT     ?= 8000
+BUNDLE   ?= models/bundle
+DEPLOY   ?=
+REGISTRY ?= sqlite:///data/registry/inference.sqlite
+predict: install                      ## score a file: make predict INPUT=in.csv OUTPUT=scores.parquet
+	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make predict INPUT=file OUTPUT=file (.csv, .parquet, .jsonl)"; exit 2; }
+	python -m lifecycle.serving predict --bundle '$(BUNDLE)' --input '$(INPUT)' --output '$(OUTPUT)'
+
+serve: install                        ## the HTTP API on 127.0.0.1:$(PORT) (DEPLOY=deploy/canary.yaml for a strategy)
+	python -m lifecycle.serving serve --port $(PORT) --registry '$(REGISTRY)' $(if $(DEPLOY),--deployment '$(DEPLOY)',--bundle '$(BUNDLE)')
+
+registry-export: install              ## the inference registry (predictions + feedback) to Parquet
+	python -m lifecycle.serving export --registry '$(REGISTRY)' --output $(or $(OUTPUT),data/registry/predictions.parquet)
+
+bench-serving: install                ## serving latency/throughput vs predict_proba and mlflow serve
+	python bench/serving.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

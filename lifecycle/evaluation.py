@@ -422,7 +422,7 @@ def rounded(obj):
 
 
 def save_figures(data: dict[str, list[dict]], pred: Predictions, threshold: float | None,
-                 conf: dict, outdir) -> list[str]:
+                 conf: dict | None, outdir, names: dict | None = None) -> list[str]:
     """PNG images of the plots (rendered offline, no browser needed); returns the file names."""
     from pathlib import Path
 
@@ -436,7 +436,7 @@ def save_figures(data: dict[str, list[dict]], pred: Predictions, threshold: floa
     written = []
 
     def save(fig, name):
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.17, bottom=0.13, right=0.96, top=0.91, wspace=0.3)
         fig.savefig(outdir / f"{name}.png", dpi=90, metadata={"Software": None})
         plt.close(fig)
         written.append(f"{name}.png")
@@ -469,7 +469,7 @@ def save_figures(data: dict[str, list[dict]], pred: Predictions, threshold: floa
         save(fig, "value_by_threshold")
     if conf:
         if "tp" in conf:
-            labels = ["0", "1"]
+            labels = [str((names or {}).get(v, v)) for v in (0, 1)]
             matrix = np.array([[conf["tn"], conf["fp"]], [conf["fn"], conf["tp"]]])
         else:
             labels = list(conf)

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
 
 from lifecycle import params
 from lifecycle.errors import ParamsError, StageError
@@ -179,15 +178,14 @@ def check_grid(grids: list[Grid], params_file: Path, where: str) -> int:
                 for part in path:
                     node = node[part]
                 node[last] = value
-            for section in {k.split(".")[0] for k in combo}:
-                model = params.SECTIONS.get(section)
-                if model is None:
-                    continue
-                try:
-                    model.model_validate(trial[section])
-                except ValidationError as exc:
-                    raise ParamsError(f"{where} {combo}: "
-                                      f"{params._one_line(section, exc)}") from exc
+            with tempfile.TemporaryDirectory() as tmp:
+                trial_file = Path(tmp) / "params.yaml"
+                trial_file.write_text(yaml.safe_dump(trial, sort_keys=False))
+                for section in {k.split(".")[0] for k in combo} & set(params.SECTIONS):
+                    try:
+                        params.load(section, trial_file)
+                    except ParamsError as exc:
+                        raise ParamsError(f"{where} {combo}: {exc}") from exc
     return count
 
 

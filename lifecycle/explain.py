@@ -22,6 +22,7 @@ import pandas as pd
 
 SCORING = {"binary": "roc_auc", "multiclass": "neg_log_loss",
            "regression": "neg_root_mean_squared_error"}
+LOGIT_UNITS = {"binary": "log-odds", "multiclass": "logit (before softmax)"}
 TREE_MODELS = ("DecisionTree", "ExtraTree", "RandomForest", "ExtraTrees", "GradientBoosting",
                "HistGradientBoosting")
 
@@ -82,35 +83,40 @@ def separable(featurizer, frame: pd.DataFrame, transformed: np.ndarray,
 def permutation_importance(featurizer, model, frame: pd.DataFrame, y: np.ndarray, task: str,
                            n_repeats: int, seed: int) -> dict:
     """Score drop when each input column is shuffled (mean and std over `n_repeats` seeded
-    shuffles). Fast path: transform once and shuffle each column's block of features; used only
-    when `separable` confirms it is the same thing. Otherwise sklearn's permutation_importance
-    over the whole pipeline."""
-    from sklearn.metrics import get_scorer
-
-    scorer = get_scorer(SCORING[task])
+    shuffles). Fast path: transform once, shuffle each column's block of features, and predict
+    all of a column's shuffles in one call; used only when `separable` confirms it is the same
+    thing. Otherwise sklearn's permutation_importance over the whole pipeline."""
     columns = list(frame.columns)
     transformed = np.asarray(featurizer.transform(frame), dtype=float)
     groups = input_groups(featurizer, columns)
     if groups is not None and separable(featurizer, frame, transformed, groups, seed):
         method = "feature_blocks"
-        as_model_input = _model_input(model, frame.index)
-        baseline = scorer(model, as_model_input(transformed), y)
+        n = len(frame)
+        predict, score = _predict_and_score(model, task, y)
+        baseline = score(predict(transformed))
         rng = np.random.default_rng(seed)
         drops = np.zeros((len(columns), n_repeats))
+        per_call = max(1, min(n_repeats, 20_000_000 // max(transformed.size, 1)))  # memory bound
         for j, group in enumerate(groups):
             if not len(group):
                 continue  # not used by the model: shuffling it changes nothing
-            for r in range(n_repeats):
-                shuffled = transformed.copy()
-                shuffled[:, group] = transformed[np.ix_(rng.permutation(len(frame)), group)]
-                drops[j, r] = baseline - scorer(model, as_model_input(shuffled), y)
+            for first in range(0, n_repeats, per_call):
+                repeats = range(first, min(first + per_call, n_repeats))
+                stacked = np.tile(transformed, (len(repeats), 1))
+                for k in range(len(repeats)):
+                    stacked[k * n:(k + 1) * n, group] = transformed[
+                        np.ix_(rng.permutation(n), group)]
+                out = predict(stacked)
+                for k, r in enumerate(repeats):
+                    drops[j, r] = baseline - score(out[k * n:(k + 1) * n])
     else:
         from sklearn.inspection import permutation_importance as sklearn_importance
+        from sklearn.metrics import get_scorer
         from sklearn.pipeline import Pipeline
 
         method = "pipeline"
         pipeline = Pipeline([("features", featurizer), ("model", model)])
-        baseline = scorer(pipeline, frame, y)
+        baseline = get_scorer(SCORING[task])(pipeline, frame, y)
         drops = sklearn_importance(pipeline, frame, y, scoring=SCORING[task],
                                    n_repeats=n_repeats, random_state=seed).importances
     order = np.argsort(-drops.mean(axis=1), kind="stable")
@@ -120,12 +126,25 @@ def permutation_importance(featurizer, model, frame: pd.DataFrame, y: np.ndarray
             "std": {columns[j]: float(drops[j].std()) for j in order}}
 
 
-def _model_input(model, index):
-    """Feature matrices as the model was fitted: a DataFrame with its feature names, if any."""
-    names = getattr(model, "feature_names_in_", None)
-    if names is None:
-        return lambda matrix: matrix
-    return lambda matrix: pd.DataFrame(matrix, columns=names, index=index)
+def _predict_and_score(model, task: str, y: np.ndarray):
+    """predict(feature matrix) -> model output; score(output for the rows of y) -> the SCORING
+    metric, higher is better, as sklearn's scorer of that name gives it."""
+    from sklearn import metrics
+
+    names = getattr(model, "feature_names_in_", None)  # fitted on a DataFrame: keep its names
+
+    def predict(matrix: np.ndarray) -> np.ndarray:
+        X = matrix if names is None else pd.DataFrame(matrix, columns=names)
+        return model.predict(X) if task == "regression" else model.predict_proba(X)
+
+    def score(out: np.ndarray) -> float:
+        if task == "binary":
+            return metrics.roc_auc_score(y, out[:, list(model.classes_).index(1)])
+        if task == "multiclass":
+            return -metrics.log_loss(y, out, labels=model.classes_)
+        return -metrics.root_mean_squared_error(y, out)
+
+    return predict, score
 
 
 # --- SHAP ------------------------------------------------------------------------------------
@@ -147,13 +166,12 @@ def shap_values(model, matrix: np.ndarray, background: np.ndarray, task: str,
     """SHAP values in feature space, shape (rows, features, outputs), the base value per output
     and their units. Outputs: the positive class (binary), every class (multiclass), the
     prediction (regression)."""
-    classify = task != "regression"
     if method == "linear":
         coef = np.atleast_2d(model.coef_)                       # (outputs, features)
         mean = background.mean(axis=0)
         values = (matrix - mean)[:, :, None] * coef.T[None, :, :]
         base = mean @ coef.T + np.atleast_1d(model.intercept_)
-        return values, base, "log-odds" if classify else "target"
+        return values, base, LOGIT_UNITS.get(task, "target")
     import shap
 
     explainer = shap.TreeExplainer(model)
@@ -165,9 +183,10 @@ def shap_values(model, matrix: np.ndarray, background: np.ndarray, task: str,
     if task == "binary" and values.shape[2] == 2:  # one column per class: keep the positive one
         positive = list(model.classes_).index(1)
         values, base = values[:, :, [positive]], base[[positive]]
+    if task == "regression":
+        return values, base, "target"
     boosted = type(model).__name__.startswith(("GradientBoosting", "HistGradientBoosting"))
-    units = "target" if not classify else "log-odds" if boosted else "probability"
-    return values, base, units
+    return values, base, LOGIT_UNITS[task] if boosted else "probability"
 
 
 def by_column(values: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
@@ -329,11 +348,15 @@ def save_figures(result: dict, outdir, top: int = 15) -> list[str]:
         for ax, s in zip(axes[:, 0], samples, strict=True):
             feats = s["top_features"][::-1]
             contrib = [f["contribution"] for f in feats]
-            ax.barh([f"{f['feature']} = {f['value']}" for f in feats], contrib,
+            ax.barh([f"{f['feature']} = {_short(f['value'])}" for f in feats], contrib,
                     color=["tab:red" if c > 0 else "tab:blue" for c in contrib])
-            said = s.get("probability", s.get("prediction"))
-            ax.set_title(f"{s['customer']}: predicted {said:.3g}, actual {s['actual']}",
-                         fontsize=9)
+            if "prediction" not in s:
+                said = f"probability {s['probability']:.3f}"
+            elif "probability" in s:
+                said = f"predicted {s['prediction']} ({s['probability']:.3f})"
+            else:
+                said = f"predicted {s['prediction']:.4g}"
+            ax.set_title(f"{s['customer']}: {said}, actual {_short(s['actual'])}", fontsize=9)
             ax.tick_params(axis="y", labelsize=7)
             ax.axvline(0, color="grey", linewidth=1)
         axes[-1, 0].set_xlabel(f"contribution ({result['local']['units']}, "
@@ -343,3 +366,7 @@ def save_figures(result: dict, outdir, top: int = 15) -> list[str]:
         plt.close(fig)
         written.append("local.png")
     return written
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -74,17 +74,19 @@ def sample_weights(task: str, p: TrainParams, y: np.ndarray) -> np.ndarray | Non
     return compute_sample_weight("balanced", y)
 
 
-def fit(model, X: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray | None = None):
-    """Fit, showing progress on stderr when the data is large: a bar over a forest's trees
-    (grown in chunks with warm_start: the same trees as one fit), the estimator's own
-    per-iteration log for boosting and the MLP."""
+def fit(model, X: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray | None = None,
+        progress: bool | None = None):
+    """Fit, showing progress on stderr when the data is large (`progress` None: from
+    LONG_FIT_ROWS rows): a bar over a forest's trees (grown in chunks with warm_start: the
+    same trees as one fit), the estimator's own per-iteration log for boosting and the MLP."""
     kwargs = {} if sample_weight is None else {"sample_weight": sample_weight}
-    if len(X) < LONG_FIT_ROWS:
+    if not (len(X) >= LONG_FIT_ROWS if progress is None else progress):
         from threadpoolctl import threadpool_limits
 
         # Small data gains nothing from BLAS/OpenMP threads, and on a busy machine they
         # thrash: on 4k rows a logistic regression took 1.2 s with 2 threads (0.1 s with 1),
-        # gradient boosting 48 s. The fitted model is the same either way.
+        # gradient boosting 48 s (5 s). One thread also gives the same bits on any machine
+        # (boosting's parallel sums round differently with another thread count).
         with threadpool_limits(limits=1):
             return model.fit(X, y, **kwargs)
     name = type(model).__name__

@@ -76,18 +76,20 @@ class Expression:
         if self._code is None:
             return pd.DataFrame({k: [v] for k, v in numbers.items()}).eval(self.text).iloc[0]
         with np.errstate(all="ignore"):
-            return eval(self._code, {"__builtins__": {}}, {**_FUNCTIONS, **numbers})  # noqa: S307 - only whitelisted AST nodes
+            return eval(self._code, {"__builtins__": {}}, {**_FUNCTIONS, **numbers})
 
     def __call__(self, columns: dict[str, np.ndarray], n: int) -> np.ndarray:
         if self._code is None:
             frame = pd.DataFrame({k: v for k, v in columns.items() if k in self.names})
             return np.asarray(frame.eval(self.text))
         with np.errstate(all="ignore"):
-            value = eval(self._code, {"__builtins__": {}}, {**_FUNCTIONS, **columns})  # noqa: S307 - only whitelisted AST nodes
+            value = eval(self._code, {"__builtins__": {}}, {**_FUNCTIONS, **columns})
         return np.broadcast_to(np.asarray(value), (n,))
 
 
 def _compile(text: str, numeric_names: set[str]):
+    """Python code for the expression, or None. Safe to eval: every node of its syntax tree is
+    a name of a numeric column or a numpy function, a number, arithmetic or a comparison."""
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError:
@@ -268,7 +270,7 @@ def reference_stats(train: pd.DataFrame, contract: Contract, predictions: pd.Dat
 # --- lineage from dvc.lock --------------------------------------------------------------------
 def md5_file(path: str | Path) -> str:
     """The md5 DVC records for a file (DVC 3: md5 of its bytes)."""
-    digest = hashlib.md5()  # noqa: S324 - matching DVC's content hash, not for security
+    digest = hashlib.md5()  # DVC's content hash, not a security measure
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
@@ -282,20 +284,27 @@ def lineage(lock: dict, inputs: dict[str, str], code: dict[str, str], params: di
     Fails if dvc.lock records an input with another hash than the file has (a stale lock: the
     bundle would claim a lineage it does not have)."""
     stages = lock.get("stages", {})
-    producer = {o["path"]: name for name, s in stages.items() for o in s.get("outs", [])}
+    outs = {o["path"]: name for name, s in stages.items() for o in s.get("outs", [])}
     recorded = {o["path"]: o.get("md5") for s in stages.values() for o in s.get("outs", [])}
     for path, md5 in inputs.items():
         if path in recorded and recorded[path] != md5:
             raise StageError(f"dvc.lock records {path} as md5 {recorded[path]} but the file has "
                              f"{md5}: dvc.lock is stale, run the DAG with `dvc repro`")
-    upstream, todo = [], [producer[p] for p in inputs if p in producer]
+
+    def producer(path: str) -> str | None:  # the stage whose out is this file or a folder of it
+        while path:
+            if path in outs:
+                return outs[path]
+            path = path.rpartition("/")[0]
+        return None
+
+    upstream, todo = [], [producer(p) for p in inputs]
     while todo:
         name = todo.pop()
-        if name in upstream:
+        if name is None or name in upstream:
             continue
         upstream.append(name)
-        todo += [producer[d["path"]] for d in stages[name].get("deps", [])
-                 if d["path"] in producer]
+        todo += [producer(d["path"]) for d in stages[name].get("deps", [])]
     ordered = [name for name in stages if name in upstream]  # dvc.lock keeps the DAG's order
     detail = {name: {"deps": {d["path"]: d.get("md5") for d in stages[name].get("deps", [])},
                      "outs": {o["path"]: o.get("md5") for o in stages[name].get("outs", [])},
@@ -404,7 +413,10 @@ def _metrics_lines(scores: dict) -> list[str]:
     intervals = next((scores[k] for k in ("ci", "intervals", "confidence_intervals")
                       if isinstance(scores.get(k), dict)), {})
     baseline = scores.get("baseline") if isinstance(scores.get("baseline"), dict) else {}
-    rows = ["| metric | value | 95% interval | naive baseline |", "|---|---|---|---|"]
+    confidence = next((v["confidence"] for v in intervals.values()
+                       if isinstance(v, dict) and "confidence" in v), None)
+    interval = f"{confidence:.0%} interval" if confidence else "interval"
+    rows = [f"| metric | value | {interval} | naive baseline |", "|---|---|---|---|"]
     for key, value in scores.items():
         if key in ("threshold", "test_rows") or isinstance(value, bool) \
                 or not isinstance(value, int | float):
@@ -588,8 +600,8 @@ class Bundle:
         self._derived = [(name, Expression(expr, numeric)) for name, expr in derived.items()]
         self._indicators = list(features.indicator_columns(contract).items())
         self._inputs = [(i["name"], i["kind"]) for i in self.inference["model_inputs"]]
-        columns = {f.name for f in self._fields}
-        self._rules = [(r["name"], Expression(r["check"], columns))
+        numbers = {f.name for f in self._fields if f.type in NUMBER_TYPES}
+        self._rules = [(r["name"], Expression(r["check"], numbers))
                        for r in self.signature["rules"]]
         self._rule_columns = {r.name: self.contract.rule_columns(r) for r in contract.rules}
         self._reject_unknown = self.signature["unknown_category"] == "reject"
@@ -649,8 +661,13 @@ class Bundle:
     def check_records(self, records: list[dict]) -> tuple[list[dict], dict[int, str]]:
         """`check_rows` for a few dict records without pandas' per-call overhead: the coherent
         records that meet the contract (input order, rejected ones left out) and the reasons
-        of the rejected ones by position. Same rules and results as `check_rows`; records with
-        values outside the plain JSON cases (e.g. numbers sent as text) go through it."""
+        of the rejected ones by position.
+
+        Each value is read by its own type, as `check_rows` reads a column of Python objects
+        (so `true` is no number, and a record's verdict never depends on the others): the
+        result equals `check_rows(pd.DataFrame(records, dtype=object))`. Plain JSON values are
+        checked here in Python; records with others (numbers sent as text...) go through
+        `check_rows` itself."""
         done: dict[int, dict] = {}
         reasons: dict[int, str] = {}
         slow = []
@@ -672,7 +689,7 @@ class Bundle:
                 continue
             slow.append(i)
         if slow:
-            ok, rejected = self.check_rows(pd.DataFrame([records[i] for i in slow]))
+            ok, rejected = self.check_rows(pd.DataFrame([records[i] for i in slow], dtype=object))
             for j, row in zip(ok.index, ok.to_dict("records"), strict=True):
                 done[slow[j]] = {**records[slow[j]],
                                  **{f.name: _py(row[f.name]) for f in self._fields}}
@@ -883,6 +900,8 @@ def _coherent_value(f: _Field, value) -> tuple[object, bool | None]:
     kind = type(value)
     if kind is float and value != value:
         return None, True
+    if kind is bool and f.type in ("int", "float"):
+        return None, False  # "True" is not a number
     if f.type == "int":
         if kind is int and abs(value) < 2**53:
             return value, True

@@ -30,6 +30,7 @@ from lifecycle.experiments import direction, flatten, fmt, markdown_table, resol
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg")
 CONFUSION = ("confusion", "confusion_normalized")
+MAX_BARS = 25  # a bar chart shows its largest bars only: a readable figure, not every feature
 
 
 # --- reading both sides ---------------------------------------------------------------------
@@ -312,7 +313,10 @@ def draw(spec: PlotSpec, sides: dict[str, bytes | None], out: Path) -> None:
     base_label = next(iter(sides))
     confusion = spec.template in CONFUSION
     share = not (spec.image or confusion or spec.template.startswith("bar"))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharex=share, sharey=share)
+    bars = spec.template.startswith("bar_horizontal")
+    rows = max((len(f) for f in frames.values() if f is not None), default=0)
+    height = min(max(4.5, 0.25 * min(rows, MAX_BARS) + 1.5), 10) if bars else 4.5
+    fig, axes = plt.subplots(1, 2, figsize=(11, height), sharex=share, sharey=share)
     labels: list = []
     if confusion:  # DVC's convention: one row per prediction, x across, y down
         x, y = spec.x or "actual", spec.ys[0] if spec.ys else "predicted"
@@ -343,12 +347,13 @@ def draw(spec: PlotSpec, sides: dict[str, bytes | None], out: Path) -> None:
             ax.set_yticks(range(len(labels)), [str(v) for v in labels])
             ax.set_xlabel(x)
             ax.set_ylabel(y)
-        elif spec.template.startswith("bar_horizontal"):  # x: the value, y: the label
+        elif bars:  # x: the value, y: the label; the largest MAX_BARS only
             value = spec.x if spec.x in frame.columns else frame.columns[-1]
             label = spec.ys[0] if spec.ys and spec.ys[0] in frame.columns else frame.columns[0]
-            bars = frame.sort_values(value) if spec.template.endswith("sorted") else frame
-            ax.barh(bars[label].astype(str), bars[value])
-            ax.set_xlabel(value)
+            shown = frame.nlargest(MAX_BARS, value)
+            shown = shown.iloc[::-1] if spec.template.endswith("sorted") else shown.sort_index()
+            ax.barh(shown[label].astype(str), shown[value])
+            ax.set_xlabel(value + (f" (largest {MAX_BARS})" if len(frame) > MAX_BARS else ""))
             ax.tick_params(axis="y", labelsize=7)
         else:
             numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]

@@ -54,7 +54,7 @@ def main() -> str:
         else:
             io.write_json(rows, outdir / f"{name}.json")
     evaluation.save_figures(plots, test, scores["threshold"], scores.get("confusion_matrix"),
-                            args.figures)
+                            args.figures, names)
 
     primary = p.primary_metric
     ci = scores["ci"][primary]

@@ -76,3 +76,16 @@ def demo_sqlite(tmp_path_factory) -> Path:
     where = stage_dir(tmp_path_factory.mktemp("demo_source"), {"seed_demo_source.rows": 500})
     run_stages(where, "seed_demo_source")
     return where / "data" / "external" / "crm.sqlite"
+
+
+@pytest.fixture(scope="session")
+def featurized(reproduced_data: Path, tmp_path_factory) -> Path:
+    """The demo's featurize and train stages run (in this process) on the shared split, in a
+    folder of their own holding data/processed, data/features, models and metrics (shared; do
+    not modify). Independent of the stages after train."""
+    from tests.helpers_stages import run_stages, stage_dir
+
+    where = stage_dir(tmp_path_factory.mktemp("featurized"))
+    shutil.copytree(reproduced_data / "data" / "processed", where / "data" / "processed")
+    run_stages(where, "featurize", "train")
+    return where

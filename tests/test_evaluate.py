@@ -162,7 +162,7 @@ def test_gate_messages_name_the_metric_and_the_param():
 
 
 @pytest.mark.parametrize("task", ["multiclass", "regression"])
-def test_report_for_multiclass_and_regression(task):
+def test_report_for_multiclass_and_regression(task, tmp_path):
     validation, test, baseline = wine() if task == "multiclass" else diabetes()
     primary = "roc_auc" if task == "multiclass" else "rmse"
     p = params(primary_metric=primary, gate={"worst_acceptable": None, "min_skill": 0.1})
@@ -184,6 +184,10 @@ def test_report_for_multiclass_and_regression(task):
         assert scores["rmse"] < scores["baseline"]["rmse"] and scores["r2"] > 0
         assert scores["lift"]["rmse"] > 0  # lower is better: lift = baseline - model
         assert "confusion_matrix" not in scores and not plots["roc"] and not plots["confusion"]
+    images = ev.save_figures(plots, test, None, scores.get("confusion_matrix"), tmp_path)
+    assert sorted(images) == sorted(p.name for p in tmp_path.glob("*.png")) == (
+        ["calibration.png", "confusion.png", "precision_recall.png", "roc.png"]
+        if task == "multiclass" else ["calibration.png", "predicted_vs_actual.png"])
 
 
 def test_curves_are_thinned_and_rounded():
@@ -255,7 +259,8 @@ def copy(reproduced, tmp_path_factory) -> Path:
 
 
 def test_rerun_gives_identical_outputs(copy, reproduced):
-    run(["dvc", "repro", "--force", "--single-item", "evaluate"], copy)
+    code, err = run_stage(copy, "evaluate")
+    assert code == 0, err
     for path in ["metrics/scores.json", *(f"metrics/plots/evaluate/{n}" for n in (
             "roc.json", "precision_recall.json", "confusion.csv", "calibration.json",
             "value_by_threshold.json"))]:

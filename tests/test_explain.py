@@ -57,16 +57,17 @@ def fitted(task: str, family: str):
 
     frame, y = synthetic(task)
     features = featurizer(frame)
-    classify = task != "regression"
+    kind = "Classifier" if task != "regression" else "Regressor"
+    linear = linear_model.LogisticRegression if task != "regression" else linear_model.Ridge
     model = {
-        "linear": linear_model.LogisticRegression() if classify else linear_model.Ridge(),
-        "forest": ensemble.RandomForestClassifier(50, max_depth=5, random_state=0) if classify
-        else ensemble.RandomForestRegressor(50, max_depth=5, random_state=0),
-        "boosting": ensemble.HistGradientBoostingClassifier(max_iter=20, random_state=0)
-        if classify else ensemble.HistGradientBoostingRegressor(max_iter=20, random_state=0),
-        "mlp": neural_network.MLPClassifier((8,), max_iter=500, random_state=0) if classify
-        else neural_network.MLPRegressor(hidden_layer_sizes=(8,), max_iter=500, random_state=0),
-    }[family]
+        "linear": lambda: linear(),
+        "forest": lambda: getattr(ensemble, f"RandomForest{kind}")(
+            n_estimators=50, max_depth=5, random_state=0),
+        "boosting": lambda: getattr(ensemble, f"HistGradientBoosting{kind}")(
+            max_iter=20, random_state=0),
+        "mlp": lambda: getattr(neural_network, f"MLP{kind}")(
+            hidden_layer_sizes=(8,), learning_rate_init=0.01, max_iter=1000, random_state=0),
+    }[family]()
     model.fit(features.transform(frame), y)
     return frame, y, features, model
 
@@ -161,7 +162,7 @@ def test_shap_contributions_add_up_to_the_model_output(task, family):
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
-def test_models_without_exact_shap_get_occlusion(task):
+def test_models_without_exact_shap_get_occlusion(task, tmp_path):
     frame, y, features, model = fitted(task, "mlp")
     ids = [f"row {i}" for i in range(len(frame))]
     result = ex.explain(features, model, frame, y, ids, task, P, {1: "Yes", 0: "No"},
@@ -176,6 +177,7 @@ def test_models_without_exact_shap_get_occlusion(task):
             assert 0 <= s["probability"] <= 1 and s["actual"] in {"Yes", "No"}
     strongest = [s["top_features"][0]["feature"] for s in result["local"]["samples"]]
     assert "signal" in strongest
+    assert sorted(ex.save_figures(result, tmp_path)) == ["importance.png", "local.png"]
 
 
 def test_tree_model_without_shap_installed_says_how_to_get_it():

@@ -244,7 +244,7 @@ class Registry:
                                              predictions.c.role == "served")
         with self.engine.connect() as connection:
             row = connection.execute(query).mappings().first()
-        return dict(row) if row else None
+        return {str(k): v for k, v in row.items()} if row else None
 
     def count(self) -> dict[str, int]:
         with self.engine.connect() as connection:
@@ -349,7 +349,8 @@ def outcomes_by_variant(url: str) -> list[dict]:
     metadata.create_all(engine)
     try:
         with engine.connect() as connection:
-            return [dict(r) for r in connection.execute(query).mappings()]
+            return [{str(k): v for k, v in r.items()}
+                    for r in connection.execute(query).mappings()]
     finally:
         engine.dispose()
 
