@@ -146,7 +146,7 @@ def bootstrap_ci(pred: Predictions, metric: str, threshold: float | None, resamp
     values = np.concatenate(values)
     values = values[np.isfinite(values)]  # a resample with one class has no AUC
     tail = (1 - confidence) / 2
-    low, high = np.quantile(values, [tail, 1 - tail])
+    low, high = np.quantile(values, [tail, 1 - tail]) if len(values) else (np.nan, np.nan)
     return {"low": float(low), "high": float(high), "confidence": confidence,
             "resamples": resamples}
 
@@ -525,7 +525,7 @@ def report(test: Predictions, baseline: Predictions, validation: Predictions, p,
     if test.task != "regression":
         scores["confusion_matrix"] = confusion(test, threshold, names)
     if binary:
-        scores["business"] = {**business, **p.business.model_dump()}
+        scores["business"] = business
     failures = gate_failures(primary, model[primary], base[primary], p.gate.worst_acceptable,
                              p.gate.min_skill)
     scores["gate"] = {"passed": not failures, "failures": failures}

@@ -220,7 +220,11 @@ def set_args(grid: Grid) -> list[str]:
 def queue_grid(grid: Grid, targets: list[str]) -> list[str]:
     """Queue every combination of one grid; the names DVC gave the experiments."""
     proc = dvc("exp", "run", "--queue", *set_args(grid), *targets)
-    return re.findall(r"Queued experiment '([^']+)'", proc.stdout + proc.stderr)
+    names = re.findall(r"Queued experiment '([^']+)'", proc.stdout + proc.stderr)
+    if len(names) != len(combinations(grid)):
+        raise StageError(f"expected {len(combinations(grid))} queued experiments, dvc reported "
+                         f"{len(names)}:\n{proc.stdout}{proc.stderr}".strip())
+    return names
 
 
 def queue_states() -> dict[str, str]:
@@ -237,7 +241,8 @@ def wait(names: list[str], poll: float, timeout: float | None) -> dict[str, str]
     """Poll the queue until none of `names` is queued or running; their final states."""
     start, last = time.monotonic(), ""
     while True:
-        states = {n: queue_states().get(n, "Unknown") for n in names}
+        everything = queue_states()
+        states = {n: everything.get(n, "Unknown") for n in names}
         counts = {s: sum(v == s for v in states.values()) for s in sorted(set(states.values()))}
         line = ", ".join(f"{n} {s.lower()}" for s, n in counts.items())
         if line != last:

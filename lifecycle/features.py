@@ -136,7 +136,7 @@ def fit_featurizer(frame: pd.DataFrame, y: np.ndarray, contract: Contract, p, ta
     described = describe_features(columns, contract, p.derived)
     sample = np.random.default_rng(p.seed).permutation(len(table))[:p.importance_rows]
     sample.sort()
-    score = importance_function(task, _discrete_mask(table, described), p.seed)
+    score = importance_function(task, _discrete_mask(table.iloc[sample], described), p.seed)
     with warnings.catch_warnings():  # discrete codes are floats here (scaled flags, one-hots)
         warnings.filterwarnings("ignore", "Clustering metrics expects discrete values")
         if p.select_k_best:
@@ -194,7 +194,7 @@ def _expression_columns(expression: str, contract: Contract) -> list[str]:
 
 def _discrete_mask(table: pd.DataFrame, described: list[dict]) -> list[bool]:
     """Which features mutual information should count as discrete: codes, indicators, and
-    numbers with few distinct values on train (flags like 0/1)."""
+    numbers with few distinct values in the (train) rows given (flags like 0/1)."""
     return [f["type"] in ("indicator", "one-hot")
             or table[f["name"]].nunique() <= DISCRETE_MAX_VALUES for f in described]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -97,7 +98,10 @@ def fit(model, X: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray | None 
         steps = sorted({max(1, round(total * (i + 1) / FOREST_CHUNKS))
                         for i in range(FOREST_CHUNKS)})
         model.set_params(warm_start=True)
-        with tqdm(total=total, desc=f"{name} trees", file=sys.stderr, mininterval=2) as bar:
+        with (tqdm(total=total, desc=f"{name} trees", file=sys.stderr, mininterval=2) as bar,
+              warnings.catch_warnings()):
+            # balanced class weights and warm_start are fine together on the same rows
+            warnings.filterwarnings("ignore", "class_weight presets", UserWarning)
             for n in steps:
                 model.set_params(n_estimators=n).fit(X, y, **kwargs)
                 bar.update(n - bar.n)

@@ -298,6 +298,11 @@ class Gate(Section):
     limit: float = Field(ge=0)
     relative: bool
 
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: object) -> object:
+        return _gate(value)
+
 
 class ReportParams(Section):
     metrics_file: str  # a bare metric name found in several metrics files means this one's
@@ -309,13 +314,6 @@ class ReportParams(Section):
     data_metrics: list[str]  # metrics files reported under "Data quality and split"
     feature_manifest: str
     plots: list[str]  # plot files to show side by side; [] = every plot in dvc.yaml
-
-    @field_validator("gates", mode="before")
-    @classmethod
-    def _read_gates(cls, gates: object) -> object:
-        if not isinstance(gates, dict):
-            return gates
-        return {name: _gate(value) for name, value in gates.items()}
 
     @model_validator(mode="after")
     def _one_direction(self) -> ReportParams:

@@ -349,10 +349,10 @@ def draw(spec: PlotSpec, sides: dict[str, bytes | None], out: Path) -> None:
             ax.set_ylabel(y)
         elif bars:  # x: the value, y: the label; the largest MAX_BARS only
             value = spec.x if spec.x in frame.columns else frame.columns[-1]
-            label = spec.ys[0] if spec.ys and spec.ys[0] in frame.columns else frame.columns[0]
+            names = spec.ys[0] if spec.ys and spec.ys[0] in frame.columns else frame.columns[0]
             shown = frame.nlargest(MAX_BARS, value)
             shown = shown.iloc[::-1] if spec.template.endswith("sorted") else shown.sort_index()
-            ax.barh(shown[label].astype(str), shown[value])
+            ax.barh(shown[names].astype(str), shown[value])
             ax.set_xlabel(value + (f" (largest {MAX_BARS})" if len(frame) > MAX_BARS else ""))
             ax.tick_params(axis="y", labelsize=7)
         else:

@@ -226,8 +226,9 @@ def test_demo_scores_beat_the_baseline(reproduced):
 
 
 def test_demo_plots_are_small_and_declared(reproduced):
-    stage = yaml.safe_load((reproduced / "dvc.yaml").read_text())["stages"]["evaluate"]
-    declared = [next(iter(entry)) for entry in stage["plots"]]
+    stages = yaml.safe_load((reproduced / "dvc.yaml").read_text())["stages"]
+    declared = [next(iter(entry)) for name in ("evaluate", "explain")
+                for entry in stages[name]["plots"]]
     for path in declared:
         assert (reproduced / path).stat().st_size < 60_000, path
     roc = json.loads((reproduced / "metrics/plots/evaluate/roc.json").read_text())
@@ -259,11 +260,13 @@ def copy(reproduced, tmp_path_factory) -> Path:
 
 
 def test_rerun_gives_identical_outputs(copy, reproduced):
-    code, err = run_stage(copy, "evaluate")
-    assert code == 0, err
-    for path in ["metrics/scores.json", *(f"metrics/plots/evaluate/{n}" for n in (
-            "roc.json", "precision_recall.json", "confusion.csv", "calibration.json",
-            "value_by_threshold.json"))]:
+    for stage in ("evaluate", "explain"):
+        code, err = run_stage(copy, stage)
+        assert code == 0, err
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    written = ["metrics/scores.json", "metrics/explain.json"] + [
+        next(iter(entry)) for stage in ("evaluate", "explain") for entry in stages[stage]["plots"]]
+    for path in written:
         assert (copy / path).read_bytes() == (reproduced / path).read_bytes(), path
 
 

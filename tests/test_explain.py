@@ -200,7 +200,7 @@ def test_demo_explain(reproduced):
     result = json.loads(text)
     frame_columns = 21  # the demo's model frame: contract features + derived + indicator
     assert len(result["importance"]) == frame_columns == len(result["shap"]["mean_abs"])
-    assert result["permutation"] == {"scoring": "roc_auc", "n_repeats": 5,
+    assert result["permutation"] == {"scoring": "roc_auc", "n_repeats": 3,
                                      "method": "feature_blocks",
                                      "baseline_score": result["permutation"]["baseline_score"]}
     top = list(result["importance"])[:5]

@@ -136,6 +136,22 @@ def test_shadow_scores_every_request_but_only_the_champion_answers(bundle: Path,
         assert (shadow.loc[ids, "prediction"] == served.loc[ids, "prediction"]).all()
 
 
+def test_the_sklearn_engine_answers_like_onnx(bundle: Path, customers, tmp_path: Path):
+    from lifecycle.packaging import load_bundle
+
+    deployment = {"name": "sklearn-test", "engine": "sklearn",
+                  "variants": {"main": {"bundle": str(bundle)}}}
+    with serve(tmp_path, deployment) as server:
+        answers = httpx.post(f"{server.url}/predict", json=customers[:100], timeout=60).json()
+        engines = set(registry_rows(server.registry)["engine"])
+    checked = load_bundle(bundle)
+    ok, _ = checked.check_records(customers[:100])
+    onnx = checked.predict_records(ok)
+    assert engines == {"sklearn"}
+    assert [a["probability"] for a in answers] == pytest.approx(
+        [o["probability"] for o in onnx], abs=1e-5)
+
+
 @pytest.fixture(scope="module")
 def registered(reproduced: Path, tmp_path_factory) -> Path:
     """A copy of the reproduced project whose bundle is registered with GTO as
