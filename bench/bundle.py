@@ -73,8 +73,7 @@ def main() -> None:
     for name, source in bundle._indicators:
         numbers[name] = np.isnan(numbers[source]).astype(np.float64)
     for name, kind in inputs:
-        feed[name] = (numbers[name].astype(np.float32) if kind == "number"
-                      else texts[name]).reshape(1, 1)
+        feed[name] = (numbers[name] if kind == "number" else texts[name]).reshape(1, 1)
     bundle.pipeline  # noqa: B018 - load the sklearn Pipeline outside the timings
 
     print("\nsingle row, in-process (microseconds: median / p99)")

@@ -40,6 +40,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+WARMUP = 50  # requests per load before timing starts
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
        "PYTHONPATH": str(ROOT), "DVC_NO_ANALYTICS": "1"}
 
@@ -68,7 +69,7 @@ def load(url: str, bodies: Path, requests: int, concurrency: int) -> dict:
     """The load generator in its own process, so it does not share the server's loop."""
     out = subprocess.run([str(BIN / "python"), "-m", "lifecycle.serving.loadgen", "--url", url,
                           "--bodies", str(bodies), "--requests", str(requests),
-                          "--concurrency", str(concurrency), "--warmup", "200"],
+                          "--concurrency", str(concurrency), "--warmup", str(WARMUP)],
                          env=ENV, capture_output=True, text=True, check=True)
     result = json.loads(out.stdout)
     bad = {k: v for k, v in result["statuses"].items() if k != "200"}
@@ -212,14 +213,15 @@ def main() -> None:
             add("floor predict_proba, c=1", floor_single(pipeline, frame, args.requests))
             add("in-process check+ONNX, c=1", onnx_single(bundle, records, args.requests))
             add("ours HTTP, c=1", load(f"{ours_url}/predict", ours_bodies, args.requests, 1))
-            sent += args.requests + 200
+            sent += args.requests + WARMUP
+            slow = min(args.requests, 600)  # mlflow answers in tens of ms: fewer suffice
             if mlflow_url:
-                add("mlflow serve, c=1", load(mlflow_url, mlflow_bodies, args.requests, 1))
+                add("mlflow serve, c=1", load(mlflow_url, mlflow_bodies, slow, 1))
             add("ours HTTP, c=32", load(f"{ours_url}/predict", ours_bodies,
                                         args.requests * 3, 32))
-            sent += args.requests * 3 + 200
+            sent += args.requests * 3 + WARMUP
             if mlflow_url:
-                add("mlflow serve, c=32", load(mlflow_url, mlflow_bodies, args.requests, 32))
+                add("mlflow serve, c=32", load(mlflow_url, mlflow_bodies, slow * 2, 32))
 
         # every answered request is in the registry
         import sqlalchemy as sa
@@ -261,10 +263,10 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(30)
 
-    report(results, batch, recorded, sent + 50, args)
+    report(results, batch, recorded, sent, args)
 
 
-def report(results: dict, batch: dict, recorded: int, sent_min: int, args) -> None:
+def report(results: dict, batch: dict, recorded: int, sent: int, args) -> None:
     med = {name: {k: statistics.median(r[k] for r in runs)
                   for k in ("p50_ms", "p99_ms", "throughput_rps")}
            for name, runs in results.items()}
@@ -281,8 +283,9 @@ def report(results: dict, batch: dict, recorded: int, sent_min: int, args) -> No
     lines += ["", "| batch | rows/s | / floor |", "|---|---|---|"]
     for name, v in bmed.items():
         lines.append(f"| {name} | {v:,.0f} | {v / bfloor:.2f} |")
-    lines += ["", f"registry: {recorded} predictions recorded (every answered request; "
-                  f"targets: ours c=1 p50 <= 1.5 ms, p99 <= 3 ms; c=32 >= 1,000 requests/s)"]
+    lines += ["", f"registry: {recorded} predictions recorded for the {sent} single-record "
+                  "requests ours answered (all committed before their answer)",
+              "targets: ours c=1 p50 <= 1.5 ms, p99 <= 3 ms; c=32 >= 1,000 requests/s"]
     print("\n".join(lines))
     out = ROOT / "bench" / "results" / "serving.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -303,10 +303,12 @@ def target_vector(frame: pd.DataFrame, contract: Contract, task: str) -> np.ndar
 
 
 def split_target(table: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-    """A feature table as (features, target)."""
+    """A feature table as (features, target). The table itself loses its target column: no
+    copy of the features (a million rows of them is a third of a GB)."""
     if TARGET not in table.columns:
         raise StageError(f"feature table has no '{TARGET}' column (rerun featurize)")
-    return table.drop(columns=[TARGET]), table[TARGET].to_numpy()
+    y = table.pop(TARGET).to_numpy()
+    return table, y
 
 
 # --- saving and loading sklearn objects --------------------------------------------------------

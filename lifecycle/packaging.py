@@ -37,6 +37,7 @@ MANIFEST = "manifest.json"
 BUNDLE_FILES = ("model.skops", "model.onnx", "contract.yaml", "inference.json", "signature.json",
                 "reference_stats.json", "model_card.md")
 NUMBER_TYPES = ("int", "float", "bool")
+ML_OPSET = 3  # ai.onnx.ml 3: tree ensembles with double thresholds (`*_as_tensor`)
 TEXT_TYPES = ("string", "category")
 
 
@@ -110,21 +111,131 @@ def _compile(text: str, numeric_names: set[str]):
 
 
 # --- serialisation -------------------------------------------------------------------------
-def onnx_bytes(pipeline, inputs: list[dict], name: str, opset: int, ml_opset: int) -> bytes:
-    """The fitted Pipeline in ONNX: one [None, 1] input per model-frame column (float32 for
-    numbers, string for text), probabilities without ZipMap, pinned opsets, and a fixed graph
-    name (skl2onnx would use a random uuid) so the bytes are reproducible."""
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+def onnx_bytes(pipeline, inputs: list[dict], name: str, opset: int) -> bytes:
+    """The fitted Pipeline in ONNX: one [None, 1] input per model-frame column (double for
+    numbers, string for text), probabilities without ZipMap, ai.onnx opset at most `opset`
+    (ai.onnx.ml at most ML_OPSET), and reproducible bytes (a fixed graph name instead of
+    skl2onnx's random uuid; opset imports sorted, skl2onnx collects them in a set).
 
-    types = [(i["name"], FloatTensorType([None, 1]) if i["kind"] == "number"
+    Numbers stay double end to end (see `_register_double_converters`): with float32 inputs
+    a tree's split can fall between a value and its float32 rounding, and gradient boosting
+    then moved probabilities by up to 0.45 on the demo's validation split."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
+
+    _register_double_converters()
+    types = [(i["name"], DoubleTensorType([None, 1]) if i["kind"] == "number"
               else StringTensorType([None, 1])) for i in inputs]
     estimator = pipeline.steps[-1][1]
     options = {id(estimator): {"zipmap": False}} if hasattr(estimator, "predict_proba") else None
     model = convert_sklearn(pipeline, initial_types=types, options=options,
-                            target_opset={"": opset, "ai.onnx.ml": ml_opset})
+                            target_opset={"": opset, "ai.onnx.ml": ML_OPSET})
     model.graph.name = name
+    imports = sorted((o.domain, o.version) for o in model.opset_import)
+    del model.opset_import[:]
+    for domain, version in imports:
+        model.opset_import.add(domain=domain, version=version)
     return model.SerializeToString()
+
+
+_TREE_TENSORS = ("nodes_values", "nodes_hitrates", "class_weights", "target_weights",
+                 "base_values")
+_TREE_CONVERTERS = ("SklearnDecisionTreeClassifier", "SklearnDecisionTreeRegressor",
+                    "SklearnRandomForestClassifier", "SklearnRandomForestRegressor",
+                    "SklearnHistGradientBoostingClassifier",
+                    "SklearnHistGradientBoostingRegressor")
+_double_converters = threading.Lock()
+_double_registered = False
+
+
+def _register_double_converters() -> None:
+    """Let skl2onnx export our pipelines in double precision, which onnxruntime runs.
+
+    skl2onnx's SimpleImputer becomes an `Imputer` node, which onnxruntime has no double kernel
+    for: it is replaced by Where(IsNaN(x), medians, x). Its tree converters store split
+    thresholds as float32 attributes even for double inputs: they are wrapped so the
+    thresholds and leaf weights go into the `*_as_tensor` double attributes of
+    TreeEnsemble*/ai.onnx.ml 3, and the float scores onnxruntime returns are cast to the
+    declared output type. The agreement check in `package` guards all of it."""
+    global _double_registered
+    with _double_converters:
+        if _double_registered:
+            return
+        from onnx import TensorProto
+        from skl2onnx import update_registered_converter
+        from skl2onnx.algebra.onnx_ops import OnnxConcat, OnnxIsNaN, OnnxWhere
+        from skl2onnx.common._registration import get_converter, register_converter
+        from skl2onnx.common.data_types import guess_proto_type
+        from skl2onnx.shape_calculators.imputer import calculate_sklearn_imputer_output_shapes
+        from sklearn.impute import SimpleImputer
+
+        def imputer(scope, operator, container):
+            op, version = operator.raw_operator, container.target_opset
+            double = guess_proto_type(operator.inputs[0].type) == TensorProto.DOUBLE
+            fill = op.statistics_.astype(np.float64 if double else np.float32).reshape(1, -1)
+            x = (operator.inputs[0] if len(operator.inputs) == 1
+                 else OnnxConcat(*operator.inputs, axis=1, op_version=version))
+            OnnxWhere(OnnxIsNaN(x, op_version=version), fill, x, op_version=version,
+                      output_names=operator.outputs[:1]).add_to(scope, container)
+
+        update_registered_converter(SimpleImputer, "SklearnSimpleImputer",
+                                    calculate_sklearn_imputer_output_shapes, imputer)
+        for alias in _TREE_CONVERTERS:
+            registered = get_converter(alias)
+            register_converter(alias, _double_trees(registered._fct), overwrite=True,
+                               options=registered.get_allowed_options())
+        _double_registered = True
+
+
+def _double_trees(convert):
+    """A tree converter that, for double inputs, writes double thresholds (see above)."""
+    from onnx import TensorProto
+    from skl2onnx.common.data_types import guess_proto_type
+
+    def converter(scope, operator, container):
+        if guess_proto_type(operator.inputs[0].type) != TensorProto.DOUBLE:
+            return convert(scope, operator, container)
+        return convert(scope, operator, _DoubleTreeContainer(container, scope, operator),
+                       op_version=3)
+
+    return converter
+
+
+class _DoubleTreeContainer:
+    """Passes nodes on to skl2onnx's container, tree ensembles with double tensors."""
+
+    def __init__(self, container, scope, operator):
+        self._container, self._scope = container, scope
+        self._declared = {v.full_name: v.type for v in operator.outputs}
+
+    def __getattr__(self, name):
+        return getattr(self._container, name)
+
+    def add_node(self, op_type, inputs, outputs, op_domain="", op_version=None, **attrs):
+        if op_type not in ("TreeEnsembleClassifier", "TreeEnsembleRegressor"):
+            return self._container.add_node(op_type, inputs, outputs, op_domain=op_domain,
+                                            op_version=op_version, **attrs)
+        from onnx import TensorProto
+        from onnx.numpy_helper import from_array
+        from skl2onnx.common.data_types import guess_proto_type
+
+        for key in _TREE_TENSORS:
+            value = attrs.get(key)
+            if isinstance(value, np.ndarray) and value.dtype == np.float64:
+                attrs[f"{key}_as_tensor"] = from_array(attrs.pop(key))
+        outputs = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+        position = 1 if op_type == "TreeEnsembleClassifier" else 0  # the scores
+        declared = outputs[position]
+        kind = self._declared.get(declared)
+        if kind is not None and guess_proto_type(kind) == TensorProto.FLOAT:
+            return self._container.add_node(op_type, inputs, outputs, op_domain=op_domain,
+                                            op_version=3, **attrs)
+        outputs[position] = self._scope.get_unique_variable_name("float_scores")
+        self._container.add_node(op_type, inputs, outputs, op_domain=op_domain, op_version=3,
+                                 **attrs)
+        self._container.add_node("Cast", [outputs[position]], [declared],
+                                 to=TensorProto.DOUBLE,
+                                 name=self._scope.get_unique_operator_name("Cast"))
 
 
 def canonical_json(obj) -> bytes:
@@ -351,8 +462,8 @@ def model_card(*, name: str, task: str, contract: Contract, inference: dict, sco
         f"- Inputs: `signature.json` (id `{contract.id}` for logging and sticky routing only, "
         "never a feature); rows are cleaned with the contract's rules (`contract.yaml`).",
         f"- Files: `model.skops` (the sklearn Pipeline, the reference) and `model.onnx` (the "
-        f"serving fast path, opset {inference['onnx']['opset']} / ai.onnx.ml "
-        f"{inference['onnx']['ml_opset']}); package checked that they agree within "
+        f"serving fast path, opsets {inference['onnx']['opset_import']}, double precision); "
+        f"package checked that they agree within "
         f"{tolerance:g} on the validation split and synthetic edge rows.", "",
         "## Data", ""]
     splits = split_summary.get("splits", {})
@@ -619,10 +730,13 @@ class Bundle:
             options.inter_op_num_threads = 1
         session = ort.InferenceSession(self._files["model.onnx"], options,
                                        providers=["CPUExecutionProvider"])
-        names = [i.name for i in session.get_inputs()]
-        if names != [n for n, _ in self._inputs]:
-            raise BundleError(f"{self.path}/model.onnx: inputs {names} do not match "
+        names = {i.name for i in session.get_inputs()}
+        strangers = sorted(names - {n for n, _ in self._inputs})
+        if strangers:
+            raise BundleError(f"{self.path}/model.onnx: inputs {strangers} are not in "
                               "inference.json model_inputs")
+        # skl2onnx leaves out inputs no transformer reads (a column without frequent category)
+        self._inputs = [(n, kind) for n, kind in self._inputs if n in names]
         self._output = session.get_outputs()[-1].name  # probabilities, or the regression value
         return session
 
@@ -802,7 +916,7 @@ class Bundle:
         numbers, texts = columns
         for name, expression in self._derived:
             if expression.compiled:
-                numbers[name] = np.asarray(expression(numbers, n), dtype=np.float64)
+                numbers[name] = np.ascontiguousarray(expression(numbers, n), dtype=np.float64)
             else:
                 numbers[name] = self._derive_with_pandas(name, numbers, texts)
         for name, source in self._indicators:
@@ -810,7 +924,7 @@ class Bundle:
         feed = {}
         for name, kind in self._inputs:
             if kind == "number":
-                feed[name] = numbers[name].astype(np.float32).reshape(n, 1)
+                feed[name] = numbers[name].reshape(n, 1)
             else:
                 feed[name] = texts[name].reshape(n, 1)
         out = self._session.run([self._output], feed)[0]
@@ -930,7 +1044,8 @@ def coherent_columns(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFr
     """`cleaning.make_coherent`, run on each text column's distinct values and spread back.
 
     make_coherent treats every cell on its own, so the result is identical; a batch whose
-    categories repeat is cleaned ~50x faster (its per-value string work dominates)."""
+    categories repeat is cleaned ~50x faster (its per-value string work dominates). The
+    unreadable marks come back as plain bool columns."""
     direct = [c for c in frame.columns if frame[c].dtype.kind in "biufcmM"
               or len(frame) < 256 or c not in contract.columns]
     parts, flags = {}, {}
@@ -961,7 +1076,7 @@ def coherent_columns(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFr
                                 index=frame.index, name=name)
     columns = list(frame.columns)
     return (pd.DataFrame({c: parts[c] for c in columns}, index=frame.index),
-            pd.DataFrame({c: flags[c] for c in columns}, index=frame.index))
+            pd.DataFrame({c: flags[c].to_numpy(dtype=bool) for c in columns}, index=frame.index))
 
 
 def _already_tidy(values: pd.Series) -> bool:
@@ -1073,7 +1188,7 @@ def imported_code(root: str | Path, packages: tuple[str, ...] = ("lifecycle", "s
 def build_files(*, name: str, task: str, contract_text: bytes, featurizer, model,
                 derived: dict[str, str], threshold: float | None, train: pd.DataFrame,
                 validation: pd.DataFrame, scores: dict, split_summary: dict,
-                lineage_info: dict, card: dict, opset: int, ml_opset: int, tolerance: float,
+                lineage_info: dict, card: dict, opset: int, tolerance: float,
                 unknown_category: str, bins: int) -> dict[str, bytes]:
     """Every bundle file but the manifest, as bytes (deterministic for identical inputs)."""
     from sklearn.pipeline import Pipeline
@@ -1085,6 +1200,7 @@ def build_files(*, name: str, task: str, contract_text: bytes, featurizer, model
     if task == "binary" and threshold is None:
         raise StageError("a binary model needs a decision threshold (metrics/scores.json "
                          "`threshold`, written by evaluate)")
+    onnx_model = onnx_bytes(pipeline, inputs, name, opset)
     inference = {
         "name": name, "task": task, "target": contract.target.column,
         "classes": classes, "positive_class": contract.target.positive if task == "binary"
@@ -1094,7 +1210,9 @@ def build_files(*, name: str, task: str, contract_text: bytes, featurizer, model
         "model_family": lineage_info.get("params", {}).get("train", {}).get("model"),
         "feature_names": [str(f) for f in featurizer.get_feature_names_out()],
         "unknown_category": unknown_category,
-        "onnx": {"opset": opset, "ml_opset": ml_opset, "tolerance": tolerance,
+        "onnx": {"opset_import": _opsets(onnx_model), "max_opset": opset,
+                 "tolerance": tolerance,
+                 "inputs": "one [n, 1] tensor per model input: double numbers, string text",
                  "outputs": "probabilities [n, classes]" if task != "regression"
                  else "variable [n, 1]"},
     }
@@ -1118,13 +1236,19 @@ def build_files(*, name: str, task: str, contract_text: bytes, featurizer, model
                            card=card, tolerance=tolerance)
     return {
         "model.skops": features.dumps(pipeline),
-        "model.onnx": onnx_bytes(pipeline, inputs, name, opset, ml_opset),
+        "model.onnx": onnx_model,
         "contract.yaml": contract_text,
         "inference.json": canonical_json(inference),
         "signature.json": canonical_json(sig),
         "reference_stats.json": canonical_json(stats),
         "model_card.md": card_text.encode(),
     }
+
+
+def _opsets(model: bytes) -> dict[str, int]:
+    import onnx
+
+    return {o.domain or "ai.onnx": o.version for o in onnx.load_from_string(model).opset_import}
 
 
 def read_threshold(scores: dict, task: str) -> float | None:

@@ -284,8 +284,7 @@ class ModelCardParams(Section):
 
 class PackageParams(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # the ONNX graph and card title
-    onnx_opset: int = Field(ge=13, le=21)  # ai.onnx opset of the export (pinned: reproducible)
-    onnx_ml_opset: int = Field(ge=1, le=3)  # ai.onnx.ml opset (tree ensembles, encoders)
+    onnx_opset: int = Field(ge=13, le=21)  # highest ai.onnx opset the export may use
     tolerance: float = Field(gt=0, le=0.01)  # ONNX vs sklearn: largest probability difference
     reference_bins: int = Field(ge=2, le=100)  # quantile bins per number (10 = deciles)
     unknown_category: Literal["accept", "reject"]

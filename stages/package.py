@@ -54,7 +54,7 @@ def main() -> str:
         derived=derived, threshold=packaging.read_threshold(scores, task), train=train,
         validation=validation, scores=scores, split_summary=io.read_json(args.split),
         lineage_info=lineage, card=p.card.model_dump(), opset=p.onnx_opset,
-        ml_opset=p.onnx_ml_opset, tolerance=p.tolerance, unknown_category=p.unknown_category,
+        tolerance=p.tolerance, unknown_category=p.unknown_category,
         bins=p.reference_bins)
     manifest = packaging.write_bundle(args.bundle, files, lineage)
 

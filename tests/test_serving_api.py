@@ -195,7 +195,7 @@ def test_fuzzing_the_api_from_its_schema_finds_no_server_error(api: Server, mode
     strategy = schema.as_strategy(schemathesis.GenerationMode(mode))
 
     @given(case=strategy)
-    @settings(max_examples=60, deadline=None, database=None,
+    @settings(max_examples=40, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     def fuzz(case):
         case.call_and_validate(checks=[not_a_server_error])

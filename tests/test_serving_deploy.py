@@ -200,12 +200,16 @@ def test_blue_green_switches_under_load_without_a_failed_request(
         assert httpx.get(f"{server.url}/metadata").json()["deployment"]["live"] == "green"
 
 
-def test_a_version_not_registered_is_one_clear_error(registered: Path, bundle: Path,
-                                                     tmp_path: Path):
-    deployment = {"name": "v", "variants": {"main": {"version": "v9.9.9"}}}
-    server = serve(tmp_path, deployment, "--repo", str(registered))
-    with pytest.raises(AssertionError, match=r"no git revision 'churn-model@v9.9.9'"):
-        server.start()
+def test_versions_and_stages_resolve_through_gto_tags(registered: Path):
+    from lifecycle.serving.deploy import VariantSpec, revision_of
+
+    head = run(["git", "rev-parse", "HEAD"], registered).stdout.strip()
+    assert revision_of(VariantSpec(version="v1.0.0"), "churn-model", registered) == head
+    assert revision_of(VariantSpec(stage="prod"), "churn-model", registered) == head
+    with pytest.raises(StageError, match=r"no git revision 'churn-model@v9.9.9'"):
+        revision_of(VariantSpec(version="v9.9.9"), "churn-model", registered)
+    with pytest.raises(StageError, match="no version of churn-model is in stage 'staging'"):
+        revision_of(VariantSpec(stage="staging"), "churn-model", registered)
 
 
 def test_kill_9_during_load_loses_no_answered_prediction(bundle: Path, customers,

@@ -174,11 +174,11 @@ def run(bundle_path: str | Path, input_path: str | Path, output: str | Path,
     """Load the bundle (manifest checked) and score the file; returns the summary line."""
     from lifecycle.packaging import load_bundle
 
-    start = time.perf_counter()
     bundle = load_bundle(bundle_path)
+    start = time.perf_counter()
     output = Path(output)
     summary = score_file(bundle, input_path, output, rejects, chunk_rows, engine)
     rejects = Path(rejects) if rejects else output.with_name(
         f"{output.name.removesuffix(output.suffix)}.rejects{output.suffix}")
     rate = summary.rows_in / max(time.perf_counter() - start, 1e-9)
-    return summary.line(output, rejects) + f", {rate:,.0f} rows/s"
+    return summary.line(output, rejects) + f", {rate:,.0f} rows/s scored"
