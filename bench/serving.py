@@ -6,6 +6,9 @@
     single worker), the usual choice; it gets model-frame rows too (no cleaning, no contract
     checks, nothing recorded).
 
+A third reference shows what HTTP alone costs on this machine at that moment: the same
+FastAPI/uvicorn stack answering a constant (no checks, no model, no registry).
+
 Ours: `python -m lifecycle.serving serve` (FastAPI on uvicorn, ONNX Runtime, contract checks,
 every answer committed to the SQLite inference registry before it is sent).
 
@@ -76,6 +79,31 @@ def load(url: str, bodies: Path, requests: int, concurrency: int) -> dict:
     if bad or result["errors"]:
         raise SystemExit(f"{url}: failed requests {bad} {result['errors']}")
     return result
+
+
+# --- the HTTP floor: the same server stack doing no work ---------------------------------------
+ECHO_APP = """
+import sys, uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+app = FastAPI()
+@app.post("/predict")
+async def predict(request: Request):
+    await request.body()
+    return Response(b'{"prediction": "No"}', media_type="application/json")
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools",
+            access_log=False, log_level="warning")
+"""
+
+
+def start_echo() -> tuple[subprocess.Popen, str]:
+    """FastAPI + uvicorn answering a constant: what HTTP alone costs on this machine now
+    (its p99 shows how much of ours is the machine's noise)."""
+    port = free_port()
+    proc = subprocess.Popen([str(BIN / "python"), "-c", ECHO_APP, str(port)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_ready(f"http://127.0.0.1:{port}/docs", proc)
+    return proc, f"http://127.0.0.1:{port}/predict"
 
 
 # --- mlflow in its own venv ------------------------------------------------------------------
@@ -196,9 +224,10 @@ def main() -> None:
                              "--registry", f"sqlite:///{registry}"], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ours_url = f"http://127.0.0.1:{port}"
-    mlflow = mlflow_url = None
+    mlflow = mlflow_url = echo = None
     try:
         wait_ready(f"{ours_url}/health", ours)
+        echo, echo_url = start_echo()
         if not args.no_mlflow:
             mlflow, mlflow_url = start_mlflow(mlflow_venv(Path(args.mlflow_venv)),
                                               bundle_path, work)
@@ -212,11 +241,14 @@ def main() -> None:
             print(f"round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
             add("floor predict_proba, c=1", floor_single(pipeline, frame, args.requests))
             add("in-process check+ONNX, c=1", onnx_single(bundle, records, args.requests))
+            add("HTTP floor: FastAPI echo, c=1", load(echo_url, ours_bodies, args.requests, 1))
             add("ours HTTP, c=1", load(f"{ours_url}/predict", ours_bodies, args.requests, 1))
             sent += args.requests + WARMUP
             slow = min(args.requests, 600)  # mlflow answers in tens of ms: fewer suffice
             if mlflow_url:
                 add("mlflow serve, c=1", load(mlflow_url, mlflow_bodies, slow, 1))
+            add("HTTP floor: FastAPI echo, c=32", load(echo_url, ours_bodies,
+                                                       args.requests * 3, 32))
             add("ours HTTP, c=32", load(f"{ours_url}/predict", ours_bodies,
                                         args.requests * 3, 32))
             sent += args.requests * 3 + WARMUP
@@ -258,7 +290,7 @@ def main() -> None:
                             mlflow_url, json={"dataframe_records": mf_big[i:i + chunk]})
                             for i in range(0, 50_000, chunk)], 50_000))
     finally:
-        for proc in (ours, mlflow):
+        for proc in (ours, mlflow, echo):
             if proc is not None:
                 proc.terminate()
                 proc.wait(30)

@@ -67,8 +67,12 @@ def model_frame(frame: pd.DataFrame, contract: Contract, derived: dict[str, str]
         out[name] = np.isnan(out[source]).astype("float64")
     numeric = numeric + list(indicators)
     for c in categorical:
-        text = frame[c].astype("string").fillna(MISSING)
-        out[c] = text.to_numpy(dtype=object)
+        # Object dtype, built from the distinct values: a million cells share a few str
+        # objects, and sklearn's encoder reads them without making a million of its own
+        # (pandas would infer its string dtype, which turns into new objects on every read).
+        codes, values = pd.factorize(frame[c].astype("string").fillna(MISSING))
+        out[c] = pd.Series(np.asarray(values, dtype=object)[codes], index=frame.index,
+                           dtype=object)
     return pd.DataFrame(out, index=frame.index, columns=numeric + categorical)
 
 

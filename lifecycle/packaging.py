@@ -84,8 +84,8 @@ class Expression:
             frame = pd.DataFrame({k: v for k, v in columns.items() if k in self.names})
             return np.asarray(frame.eval(self.text))
         with np.errstate(all="ignore"):
-            value = eval(self._code, {"__builtins__": {}}, {**_FUNCTIONS, **columns})
-        return np.broadcast_to(np.asarray(value), (n,))
+            value = np.asarray(eval(self._code, {"__builtins__": {}}, {**_FUNCTIONS, **columns}))
+        return value if value.shape == (n,) else np.broadcast_to(value, (n,))
 
 
 def _compile(text: str, numeric_names: set[str]):
@@ -390,7 +390,8 @@ def md5_file(path: str | Path) -> str:
 
 def lineage(lock: dict, inputs: dict[str, str], code: dict[str, str], params: dict) -> dict:
     """The data, params and code behind the bundle, from dvc.lock: every stage upstream of the
-    package's `inputs` ({path: md5}), with its deps, outs and params as DVC recorded them.
+    package's `inputs` ({path: md5}), with its deps, params and the outs that lead to the
+    bundle, as DVC recorded them.
 
     Fails if dvc.lock records an input with another hash than the file has (a stale lock: the
     bundle would claim a lineage it does not have)."""
@@ -417,8 +418,16 @@ def lineage(lock: dict, inputs: dict[str, str], code: dict[str, str], params: di
         upstream.append(name)
         todo += [producer(d["path"]) for d in stages[name].get("deps", [])]
     ordered = [name for name in stages if name in upstream]  # dvc.lock keeps the DAG's order
+    # Only the outs that flow on to the bundle: a side output (a metrics file with a timing,
+    # a figure) is not part of what the bundle was made from, and must not change its version.
+    consumed = {*inputs, *(d["path"] for name in ordered for d in stages[name].get("deps", []))}
+
+    def flows_on(path: str) -> bool:
+        return any(c == path or c.startswith(f"{path}/") for c in consumed)
+
     detail = {name: {"deps": {d["path"]: d.get("md5") for d in stages[name].get("deps", [])},
-                     "outs": {o["path"]: o.get("md5") for o in stages[name].get("outs", [])},
+                     "outs": {o["path"]: o.get("md5") for o in stages[name].get("outs", [])
+                              if flows_on(o["path"])},
                      "params": stages[name].get("params", {})} for name in ordered}
     data, all_code, all_params = {}, {}, {}
     for entry in detail.values():
@@ -881,6 +890,8 @@ class Bundle:
     def predict_records(self, records: list[dict]) -> list[dict]:
         """The serving fast path: ONNX predictions for coherent dict records (the `ok` output
         of `check_records`), as [{"prediction": ..., "probability": ...}]."""
+        if not records:
+            return []
         scores = self._run_onnx(self._columns_from_records(records), len(records))
         decided = self._decide(scores)
         keys = list(decided)
@@ -961,14 +972,14 @@ class Bundle:
         return numbers, texts
 
     def _columns_from_records(self, records: list[dict]) -> tuple[dict, dict]:
-        numbers = {name: np.array([_nan_if_none(r.get(name)) for r in records], dtype=np.float64)
-                   for name in self._number_sources}
-        texts = {}
-        for name in self._text_sources:
-            column = np.empty(len(records), dtype=object)
-            column[:] = [_token_if_none(r.get(name)) for r in records]
-            texts[name] = column
-        return numbers, texts
+        # One array per kind, then a contiguous row per column: fewer numpy calls per request.
+        numbers = np.array([[_nan_if_none(r.get(c)) for c in self._number_sources]
+                            for r in records], dtype=np.float64).T.copy()
+        texts = np.empty((len(records), len(self._text_sources)), dtype=object)
+        texts[:] = [[_token_if_none(r.get(c)) for c in self._text_sources] for r in records]
+        texts = texts.T.copy()
+        return (dict(zip(self._number_sources, numbers, strict=True)),
+                dict(zip(self._text_sources, texts, strict=True)))
 
 
 def _nan_if_none(value):
