@@ -2,8 +2,12 @@
 
 `package` builds models/bundle/ (`build_files`, `write_bundle`); serving and batch scoring open
 it with `load_bundle`, which refuses a bundle whose files do not match its manifest. The ONNX
-export is the fast path; the skops Pipeline is the reference it is checked against, on the
-validation split and synthetic edge rows (the test split is read by `evaluate` alone).
+export (double precision: trees then split exactly as in sklearn) is the fast path; the skops
+Pipeline is the reference it is checked against, on the validation split and synthetic edge
+rows (the test split is read by `evaluate` alone).
+
+Serving: `check_records` + `predict_records` (plain dict records, ~0.1 ms a row); batch:
+`check_rows` + `predict` (DataFrames, chunks of ~100k rows).
 
 Row checks (`Bundle.check_rows`, `Bundle.check_records`) apply the contract to the signature
 fields (the id and the feature columns): a row is rejected, with its reasons, for a missing

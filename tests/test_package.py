@@ -23,6 +23,8 @@ from tests.conftest import ROOT, run
 from tests.helpers_stages import assert_one_error_line, run_stage_process, set_params
 
 ALL_FILES = [*BUNDLE_FILES, MANIFEST]
+# skl2onnx's tree converters pass booleans as ints to onnx (theirs to fix, harmless here)
+pytestmark = pytest.mark.filterwarnings("ignore:Field onnx.AttributeProto.ints")
 
 
 @pytest.fixture(scope="session")
@@ -295,7 +297,7 @@ def _records(draw, signature: dict):
 
 
 def test_check_records_agrees_with_check_rows(bundle):
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
     @given(_records(bundle.signature))
     def agree(records):
         ok, rejects = bundle.check_rows(pd.DataFrame(records, dtype=object))
@@ -371,16 +373,14 @@ def _contract_for(task: str) -> Contract:
     ("binary", "decision_tree", None), ("binary", "random_forest", None),
     ("binary", "gradient_boosting", None), ("binary", "mlp", None),
     ("binary", "logistic_regression", 0.6),   # columns without a frequent category: unused
-    ("multiclass", "logistic_regression", None), ("multiclass", "gradient_boosting", None),
-    ("multiclass", "random_forest", None),
-    ("regression", "logistic_regression", None), ("regression", "gradient_boosting", None),
-    ("regression", "random_forest", None),
+    ("multiclass", "gradient_boosting", None), ("multiclass", "logistic_regression", None),
+    ("regression", "random_forest", None), ("regression", "logistic_regression", None),
 ])
 def test_every_task_and_family_packages_with_agreeing_engines(
         tmp_path: Path, reproduced: Path, task: str, family: str, min_frequency: float | None):
     contract = _contract_for(task)
-    train = io.read_parquet(reproduced / "data/processed/train.parquet").head(800)
-    validation = io.read_parquet(reproduced / "data/processed/validation.parquet").head(300)
+    train = io.read_parquet(reproduced / "data/processed/train.parquet").head(600)
+    validation = io.read_parquet(reproduced / "data/processed/validation.parquet").head(200)
     bundle = _small_bundle(tmp_path, task, family, contract, train, validation, min_frequency)
     checked = pd.concat([validation, packaging.edge_rows(validation, contract)],
                         ignore_index=True)
