@@ -15,6 +15,7 @@ test: install lint                    ## lint + the whole test suite
 
 lint: install
 	ruff check .
+	python -m lifecycle.dag_check
 
 install: $(VENV)/.installed
 

@@ -66,14 +66,14 @@ def _as_type(values: pd.Series, spec: ColumnSpec) -> pd.Series:
         return stamps.dt.tz_localize(None).astype("datetime64[us]")
     text = values.astype("string")
     if spec.type == "category" and spec.allowed:
-        canonical = {_spelling(a): a for a in spec.allowed}
+        canonical = {spelling_key(a): a for a in spec.allowed}
         uniques = text.dropna().unique()
-        fixes = {u: canonical.get(_spelling(u), u) for u in uniques}
+        fixes = {u: canonical.get(spelling_key(u), u) for u in uniques}
         text = text.map(fixes, na_action="ignore").astype("string")
     return text
 
 
-def _spelling(value: str) -> str:
+def spelling_key(value: str) -> str:
     """What two spellings of one category share: case, spaces, dashes and underscores aside."""
     return "".join(ch for ch in str(value).casefold() if ch.isalnum())
 

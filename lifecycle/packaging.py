@@ -33,7 +33,7 @@ import pandas as pd
 import yaml
 
 from lifecycle import features
-from lifecycle.cleaning import _spelling, make_coherent
+from lifecycle.cleaning import make_coherent, spelling_key
 from lifecycle.contract import Contract, load_contract
 from lifecycle.errors import StageError
 
@@ -677,9 +677,10 @@ class _Field:
 
     def __post_init__(self):
         if self.type == "category" and self.allowed:
-            self.canonical = {_spelling(a): a for a in self.allowed}
-            self.verbatim = frozenset(a for a in self.allowed if self.canonical[_spelling(a)] == a
-                                      and _SIMPLE_TEXT.match(a) and a == " ".join(a.split()))
+            self.canonical = {spelling_key(a): a for a in self.allowed}
+            self.verbatim = frozenset(
+                a for a in self.allowed if self.canonical[spelling_key(a)] == a
+                and _SIMPLE_TEXT.match(a) and a == " ".join(a.split()))
 
 
 class Bundle:
@@ -1050,7 +1051,7 @@ def _coherent_value(f: _Field, value) -> tuple[object, bool | None]:
         if not text:
             return None, True
         if f.type == "category" and f.canonical:
-            text = f.canonical.get(_spelling(text), text)
+            text = f.canonical.get(spelling_key(text), text)
         return text, True
     return None, None
 

@@ -21,7 +21,7 @@ from pydantic import (
     create_model,
 )
 
-from lifecycle.cleaning import _spelling as spelling_key
+from lifecycle.cleaning import spelling_key
 
 MAX_RECORDS = 1000  # records in one /predict request
 
