@@ -407,27 +407,27 @@ def lineage(lock: dict, inputs: dict[str, str], code: dict[str, str], params: di
             raise StageError(f"dvc.lock records {path} as md5 {recorded[path]} but the file has "
                              f"{md5}: dvc.lock is stale, run the DAG with `dvc repro`")
 
-    def producer(path: str) -> str | None:  # the stage whose out is this file or a folder of it
-        while path:
-            if path in outs:
-                return outs[path]
-            path = path.rpartition("/")[0]
-        return None
+    def producers(path: str) -> list[str]:
+        """The stages whose outs are this path, a folder holding it, or inside it (a folder
+        dep such as data/external holds another stage's out)."""
+        return [name for out, name in outs.items()
+                if out == path or path.startswith(f"{out}/") or out.startswith(f"{path}/")]
 
-    upstream, todo = [], [producer(p) for p in inputs]
+    upstream, todo = [], [name for p in inputs for name in producers(p)]
     while todo:
         name = todo.pop()
-        if name is None or name in upstream:
+        if name in upstream:
             continue
         upstream.append(name)
-        todo += [producer(d["path"]) for d in stages[name].get("deps", [])]
+        todo += [n for d in stages[name].get("deps", []) for n in producers(d["path"])]
     ordered = [name for name in stages if name in upstream]  # dvc.lock keeps the DAG's order
     # Only the outs that flow on to the bundle: a side output (a metrics file with a timing,
     # a figure) is not part of what the bundle was made from, and must not change its version.
     consumed = {*inputs, *(d["path"] for name in ordered for d in stages[name].get("deps", []))}
 
     def flows_on(path: str) -> bool:
-        return any(c == path or c.startswith(f"{path}/") for c in consumed)
+        return any(c == path or c.startswith(f"{path}/") or path.startswith(f"{c}/")
+                   for c in consumed)
 
     detail = {name: {"deps": {d["path"]: d.get("md5") for d in stages[name].get("deps", [])},
                      "outs": {o["path"]: o.get("md5") for o in stages[name].get("outs", [])
