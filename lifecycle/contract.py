@@ -7,10 +7,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
-from lifecycle.errors import StageError
+from lifecycle.io import read_yaml_model
 
 ColumnType = Literal["int", "float", "bool", "string", "category", "datetime"]
 
@@ -88,15 +87,7 @@ class Contract(_Strict):
 
 def load_contract(path: str | Path) -> Contract:
     """Read and check a contract file; a malformed one is one clear StageError."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-        return Contract.model_validate(raw)
-    except FileNotFoundError as exc:
-        raise StageError(f"contract file not found: {path}") from exc
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top)"
-        raise StageError(f"{path}: {where}: {first['msg']}") from exc
+    return read_yaml_model(path, Contract, "contract")
 
 
 def mask(values, salt: str = "pii"):

@@ -26,7 +26,7 @@ def read_parquet(path: str | Path, columns: list[str] | None = None) -> pd.DataF
 def write_json(obj, path: str | Path) -> None:
     """Write small metrics/manifests as stable, diff-friendly JSON."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(obj, indent=2, default=_plain) + "\n")
+    Path(path).write_text(json.dumps(obj, indent=2, default=json_default) + "\n")
 
 
 def read_json(path: str | Path):
@@ -41,10 +41,28 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _plain(value):
+def json_default(value):
     """JSON for numpy scalars and timestamps."""
     if hasattr(value, "item"):
         return value.item()
     if hasattr(value, "isoformat"):
         return value.isoformat()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_yaml_model(path: str | Path, model, what: str):
+    """Read a YAML file into a pydantic model; a missing or malformed file is one StageError
+    naming the file and the first bad key."""
+    import yaml
+    from pydantic import ValidationError
+
+    from lifecycle.errors import StageError
+
+    try:
+        return model.model_validate(yaml.safe_load(Path(path).read_text()))
+    except FileNotFoundError as exc:
+        raise StageError(f"{what} file not found: {path}") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top)"
+        raise StageError(f"{path}: {where}: {first['msg']}") from exc

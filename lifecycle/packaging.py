@@ -36,6 +36,7 @@ from lifecycle import features
 from lifecycle.cleaning import make_coherent, spelling_key
 from lifecycle.contract import Contract, load_contract
 from lifecycle.errors import StageError
+from lifecycle.io import json_default
 
 MANIFEST = "manifest.json"
 BUNDLE_FILES = ("model.skops", "model.onnx", "contract.yaml", "inference.json", "signature.json",
@@ -243,15 +244,7 @@ class _DoubleTreeContainer:
 
 
 def canonical_json(obj) -> bytes:
-    return (json.dumps(obj, indent=2, ensure_ascii=False, default=_plain) + "\n").encode()
-
-
-def _plain(value):
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    return (json.dumps(obj, indent=2, ensure_ascii=False, default=json_default) + "\n").encode()
 
 
 def _sha256(data: bytes) -> str:

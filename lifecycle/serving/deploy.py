@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lifecycle.errors import StageError
+from lifecycle.io import read_yaml_model
 
 Strategy = Literal["single", "blue_green", "canary", "shadow", "ab"]
 
@@ -107,15 +108,7 @@ class Deployment(_Strict):
 
 def load_deployment(path: str | Path) -> Deployment:
     """Read and check a deployment file; a malformed one is one clear StageError."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-        return Deployment.model_validate(raw)
-    except FileNotFoundError as exc:
-        raise StageError(f"deployment file not found: {path}") from exc
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top)"
-        raise StageError(f"{path}: {where}: {first['msg']}") from exc
+    return read_yaml_model(path, Deployment, "deployment")
 
 
 def single(bundle: str | Path) -> Deployment:
