@@ -4,13 +4,13 @@ BIN    := $(CURDIR)/$(VENV)/bin
 PYTHON ?= python3
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test lint install bench contract clean push pull remote dag-check plots-template sweep compare report
+.PHONY: run test lint install system-packages bench contract clean push pull remote dag-check plots-template sweep compare report
 .PHONY: predict serve registry-export bench-serving
 
 run: install                          ## create the venv, install, and run the whole DAG
 	dvc repro
 
-test: install lint                    ## lint + the whole test suite
+test: install system-packages lint     ## lint + the whole test suite
 	pytest
 
 lint: install
@@ -18,6 +18,9 @@ lint: install
 	python -m lifecycle.dag_check
 
 install: $(VENV)/.installed
+
+system-packages:                      ## the servers and browser the tests start (Debian packages)
+	bash tools/system-packages.sh
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
