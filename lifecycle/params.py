@@ -291,6 +291,49 @@ class PackageParams(Section):
     card: ModelCardParams
 
 
+# --- monitor.alerts (the monitoring stage reads it; lifecycle/monitoring/alerts.py) -------
+CHECKS = ("data_drift", "multivariate_drift", "prediction_drift", "data_quality", "performance",
+          "performance_estimate", "concept_drift")
+
+
+class AlertRule(Section):
+    """Fire when a check's result in one window crosses a line.
+
+    threshold null: fire on the check's own verdict ("drift"). A number: fire when the result's
+    value is `when` it (above: a distance, a reject rate; below: a realized ROC AUC). Windows
+    with fewer than `min_window` rows, and "insufficient" verdicts, never fire."""
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")  # the alert's `rule`
+    check: Literal[CHECKS]
+    target: str | None = None  # a column, a metric or "dataset"; null: any target of the check
+    threshold: float | None = None
+    when: Literal["above", "below"] = "above"
+    severity: Literal["info", "warning", "critical"]
+    min_window: int = Field(default=1, ge=1)
+
+
+class Webhook(Section):
+    """An HTTP endpoint each alert is POSTed to as JSON (Slack/Teams relays, Alertmanager
+    bridges, an on-call tool). ${VAR} in the url is read from the environment."""
+    url: str = Field(pattern=r"^https?://")
+    timeout_seconds: float = Field(default=5, gt=0)  # per attempt
+    retries: int = Field(default=3, ge=0)  # after the first attempt: 5xx, 408, 429, no answer
+    backoff_seconds: float = Field(default=0.5, ge=0)  # waits 1x, 2x, 4x ... this
+
+
+class AlertsParams(Section):
+    rules: list[AlertRule]
+    webhooks: list[Webhook]
+    fail_on: Literal["info", "warning", "critical", "never"]  # lowest severity: exit non-zero
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AlertsParams:
+        names = [r.name for r in self.rules]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"rule names repeat: {repeated}")
+        return self
+
+
 # --- report (no stage: `make report` and `make compare` read it; see docs/experiments.md) ------
 class Gate(Section):
     """The largest worsening of one metric against BASE: absolute, or a share of BASE's value."""
