@@ -6,6 +6,7 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: run test lint install system-packages bench contract clean push pull remote dag-check plots-template sweep compare report
 .PHONY: predict serve registry-export bench-serving
+.PHONY: consume produce bench-events
 
 run: install                          ## create the venv, install, and run the whole DAG
 	dvc repro
@@ -81,6 +82,19 @@ registry-export: install              ## the inference registry (predictions + f
 
 bench-serving: install                ## serving latency/throughput vs predict_proba and mlflow serve
 	python bench/serving.py
+
+# Events (README "Events"): Redis Streams in, answers out, every event recorded once. The
+# server: REDIS_URL in the environment (default redis://127.0.0.1:6379/0); write its password
+# as ${REDIS_PASSWORD} in single quotes, so that it is read from the environment, never shown.
+consume: install                      ## the events worker: lifecycle:requests -> lifecycle:answers
+	python -m lifecycle.events consume --bundle '$(BUNDLE)' --registry '$(REGISTRY)' $(ARGS)
+
+produce: install                      ## send a file's rows as request events: make produce INPUT=in.csv
+	@test -n "$(INPUT)" || { echo "usage: make produce INPUT=file (.csv, .parquet, .jsonl)"; exit 2; }
+	python -m lifecycle.events produce --input '$(INPUT)' --columns-of '$(BUNDLE)'
+
+bench-events: install                 ## events/s and latency over Redis Streams vs the HTTP API
+	python bench/events.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

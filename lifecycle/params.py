@@ -63,8 +63,31 @@ class HttpSource(Section):
     max_pages: int = Field(default=100_000, gt=0)
 
 
+class StreamSource(Section):
+    """A Redis stream; each event's `field` holds one record as JSON (README "Events")."""
+
+    kind: Literal["stream"]
+    url: str  # redis://[:${VAR}@]host:port/db; ${VAR} is read from the environment
+    stream: str = Field(min_length=1)  # the stream's key
+    field: str = "data"
+    # The range read: events after `after` (exclusive) up to `until` (inclusive). "last":
+    # after the range the previous manifest recorded (the stream's start on a first run);
+    # "+": up to the newest event when collect starts. The manifest records the range read.
+    after: str = Field(default="last", pattern=r"^(\d+(-\d+)?|last)$")
+    until: str = Field(default="+", pattern=r"^(\d+(-\d+)?|\+)$")
+    max_events: int = Field(default=1_000_000, gt=0)  # a bigger range is an error
+    max_event_bytes: int = Field(default=65_536, gt=0)  # larger events are rejected
+
+    @field_validator("after", "until", mode="before")
+    @classmethod
+    def _id_as_text(cls, value):
+        """`after: 0` in YAML is a number; an event id is text."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class CollectParams(Section):
-    source: Annotated[SqlSource | FilesSource | HttpSource, Field(discriminator="kind")]
+    source: Annotated[SqlSource | FilesSource | HttpSource | StreamSource,
+                      Field(discriminator="kind")]
 
 
 # --- validate ------------------------------------------------------------------------------

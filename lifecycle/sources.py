@@ -1,4 +1,5 @@
-"""Where raw data comes from: SQL (via SQLAlchemy), files (CSV, Parquet, JSON Lines), HTTP JSON.
+"""Where raw data comes from: SQL (via SQLAlchemy), files (CSV, Parquet, JSON Lines), HTTP JSON,
+a Redis stream of events.
 
 Each reader returns a DataFrame exactly as the source holds it; judging it is `validate`'s job.
 """
@@ -13,12 +14,13 @@ from pathlib import Path
 import pandas as pd
 
 from lifecycle.errors import StageError
-from lifecycle.params import FilesSource, HttpSource, SqlSource
+from lifecycle.params import FilesSource, HttpSource, SqlSource, StreamSource
 
 
-def read_source(source: SqlSource | FilesSource | HttpSource) -> pd.DataFrame:
+def read_source(source: SqlSource | FilesSource | HttpSource | StreamSource) -> pd.DataFrame:
     """Read the whole source named in params; an empty or unreadable one is a StageError."""
-    reader = {"sql": read_sql, "files": read_files, "http": read_http}[source.kind]
+    reader = {"sql": read_sql, "files": read_files, "http": read_http,
+              "stream": read_stream}[source.kind]
     frame = reader(source)
     if frame.empty:
         raise StageError(f"source returned no rows: {describe(source)}")
@@ -31,6 +33,9 @@ def describe(source: SqlSource | FilesSource | HttpSource) -> dict:
         return {"kind": "sql", "url": _redact(source.url), "query": source.query}
     if source.kind == "files":
         return {"kind": "files", "path": source.path}
+    if source.kind == "stream":
+        return {"kind": "stream", "url": _redact(source.url), "stream": source.stream,
+                "field": source.field, "after": source.after, "until": source.until}
     return {"kind": "http", "url": _redact(source.url)}
 
 
@@ -113,6 +118,100 @@ def read_http(source: HttpSource) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+# --- a Redis stream ---------------------------------------------------------------------------
+def pin(source, previous_manifest: str | Path | None = None):
+    """The source with nothing left to the moment: for a stream, the exact range of event ids
+    to read (`after: last` -> after the range `previous_manifest` recorded for this stream, or
+    from its start; `until: +` -> its newest event now). Other kinds are returned as they are.
+
+    The pinned range goes into the manifest; setting it in params reads the same events again
+    (byte-identical snapshot and manifest, as long as the stream still holds them)."""
+    if source.kind != "stream":
+        return source
+    after, until = source.after, source.until
+    if after == "last":
+        after = "0-0"
+        previous = Path(previous_manifest) if previous_manifest else None
+        if previous and previous.is_file():
+            import json
+
+            recorded = json.loads(previous.read_text()).get("source", {})
+            if recorded.get("kind") == "stream" and recorded.get("stream") == source.stream:
+                after = recorded["until"]
+    if until == "+":
+        newest = _stream_client(source).xrevrange(source.stream, count=1)
+        until = newest[0][0].decode() if newest else after
+    return source.model_copy(update={"after": _full_id(after), "until": _full_id(until)})
+
+
+def read_stream(source: StreamSource) -> pd.DataFrame:
+    """The records of the events in (after, until] of a pinned stream source, in event order.
+
+    An event whose `field` is missing, larger than max_event_bytes, not JSON or not a JSON
+    object is no record: it is left out of the frame and listed with its reason in
+    `frame.attrs["rejected_events"]` (the manifest keeps them)."""
+    import orjson
+
+    if source.after == "last" or source.until == "+":
+        source = pin(source)
+    client = _stream_client(source)
+    field, limit = source.field.encode(), source.max_event_bytes
+    records, rejected, start, seen = [], [], f"({source.after}", 0
+    while True:
+        events = client.xrange(source.stream, min=start, max=source.until, count=10_000)
+        if not events:
+            break
+        seen += len(events)
+        if seen > source.max_events:
+            raise StageError(f"stream {source.stream}: more than collect.source.max_events="
+                             f"{source.max_events} events after {source.after}; set "
+                             "collect.source.until to collect the range in parts")
+        for event_id, fields in events:
+            data, reason = fields.get(field), None
+            if data is None:
+                reason = f"missing_field:{source.field}"
+            elif len(data) > limit:
+                reason = f"oversize: {len(data)} bytes > {limit}"
+            else:
+                try:
+                    record = orjson.loads(data)
+                except orjson.JSONDecodeError as exc:
+                    reason = f"not_json: {exc}"
+                else:
+                    if isinstance(record, dict):
+                        records.append(record)
+                    else:
+                        reason = f"not_an_object: a JSON {type(record).__name__}"
+            if reason:
+                rejected.append({"event_id": event_id.decode(), "reason": reason,
+                                 "data": data[:1000].decode("utf-8", "replace") if data else None})
+        start = f"({events[-1][0].decode()}"
+    client.close()
+    if not seen:
+        raise StageError(f"stream {source.stream}: no events in ({source.after}, "
+                         f"{source.until}] (collect.source.after / until)")
+    frame = pd.DataFrame.from_records(records)
+    frame.attrs["rejected_events"] = rejected
+    return frame
+
+
+def _stream_client(source: StreamSource):
+    import redis
+
+    try:
+        client = redis.Redis.from_url(_expand_env(source.url), socket_timeout=30)
+        client.ping()
+    except (redis.RedisError, ValueError) as exc:
+        raise StageError(f"stream source failed ({_redact(source.url)}): "
+                         f"{_first_line(exc)}") from exc
+    return client
+
+
+def _full_id(event_id: str) -> str:
+    """"5" -> "5-0": one spelling per id, so that a manifest names a range one way."""
+    return event_id if "-" in event_id else f"{event_id}-0"
+
+
 def _expand_env(text: str) -> str:
     """Fill in ${VAR} / $VAR from the environment (secrets stay out of params.yaml); an unset
     one is an error rather than a literal '${VAR}' sent to the server."""
@@ -147,10 +246,14 @@ def snapshot_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def manifest(source, frame: pd.DataFrame, snapshot_sha256: str) -> dict:
-    """What was collected: source, rows, columns with types, and the snapshot's content hash."""
-    return {
+    """What was collected: source, rows, columns with types, and the snapshot's content hash;
+    for a stream, also the events that held no record, each with its reason."""
+    out = {
         "source": describe(source),
         "rows": len(frame),
         "columns": {name: str(dtype) for name, dtype in frame.dtypes.items()},
         "sha256": snapshot_sha256,
     }
+    if "rejected_events" in frame.attrs:
+        out["rejected_events"] = frame.attrs["rejected_events"]
+    return out

@@ -1,0 +1,139 @@
+"""The broker a worker talks to, kept to five calls so that another broker (Kafka: a consumer
+group over topics, `commit` for ack, a producer for publish) would be one more module like
+`RedisBroker`.
+
+Redis Streams semantics: each event has an id ("1733140000000-0", increasing per stream); a
+consumer group hands every event to one of its consumers and keeps it *pending* until it is
+acknowledged; the pending events of a consumer that died are taken over with XAUTOCLAIM once
+they have been idle `min_idle_ms`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Protocol
+
+Event = tuple[str, str, dict[bytes, bytes]]   # (stream, event id, fields)
+
+
+class Broker(Protocol):
+    def read(self, count: int, block_ms: int) -> list[Event]:
+        """Up to `count` new events for this consumer (waits up to `block_ms` for the first)."""
+
+    def claim(self, min_idle_ms: int, count: int) -> list[Event]:
+        """Events pending longer than `min_idle_ms` on any consumer, now this one's."""
+
+    def publish(self, batches: dict[str, Sequence[bytes]]) -> None:
+        """Append one event per payload to each stream, in order, in one round trip."""
+
+    def ack(self, events: Sequence[tuple[str, str]]) -> None:
+        """Done with these (stream, event id): they leave the pending list."""
+
+    def lag(self) -> dict[str, dict]:
+        """Per stream read: {"lag": events not yet delivered to the group, "pending": delivered
+        and not yet acknowledged}."""
+
+
+def redact(url: str) -> str:
+    """A server URL without its password, for logs and manifests."""
+    return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)
+
+
+def expand_env(url: str, where: str = "the server URL") -> str:
+    """Fill in ${VAR} / $VAR from the environment (passwords stay out of files and command
+    lines); an unset one is an error rather than a literal '${VAR}' sent to the server."""
+    import os
+
+    from lifecycle.errors import StageError
+
+    unset = [a or b for a, b in re.findall(r"\$\{(\w+)\}|\$(\w+)", url)
+             if (a or b) not in os.environ]
+    if unset:
+        raise StageError(f"environment variable(s) not set: {', '.join(unset)} (named in "
+                         f"{where})")
+    return os.path.expandvars(url)
+
+
+def connect(url: str):
+    """A Redis client for `url` (already expanded), checked with a PING."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=30, socket_keepalive=True)
+    client.ping()
+    return client
+
+
+class RedisBroker:
+    """Consumer `consumer` of group `group` on the streams `streams` of the Redis server at
+    `url` (redis://[:password@]host:port/db); the group is created, from each stream's start,
+    where it is missing. Published events go under the field `field`; `max_len` caps the
+    streams published to (approximately, as XADD MAXLEN ~ does)."""
+
+    def __init__(self, url: str, streams: Sequence[str], group: str, consumer: str,
+                 field: bytes = b"data", max_len: int | None = None):
+        import redis
+
+        self.streams, self.group, self.consumer = list(streams), group, consumer
+        self.field, self.max_len = field, max_len
+        self.client = connect(url)
+        for stream in self.streams:
+            try:
+                self.client.xgroup_create(stream, group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def read(self, count: int, block_ms: int) -> list[Event]:
+        reply = self.client.xreadgroup(self.group, self.consumer,
+                                       {s: ">" for s in self.streams}, count=count,
+                                       block=block_ms or None)
+        return [(_text(stream), _text(i), fields)
+                for stream, events in reply or () for i, fields in events]
+
+    def claim(self, min_idle_ms: int, count: int) -> list[Event]:
+        out: list[Event] = []
+        for stream in self.streams:
+            start = "0-0"
+            while len(out) < count:
+                start, claimed, *deleted = self.client.xautoclaim(
+                    stream, self.group, self.consumer, min_idle_ms, start_id=start,
+                    count=count - len(out))
+                out += [(stream, _text(i), fields) for i, fields in claimed]
+                if _text(start) == "0-0":
+                    break
+        return out
+
+    def publish(self, batches: dict[str, Sequence[bytes]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        trim = {"maxlen": self.max_len, "approximate": True} if self.max_len else {}
+        for stream, payloads in batches.items():
+            for payload in payloads:
+                pipe.xadd(stream, {self.field: payload}, **trim)
+        if len(pipe):
+            pipe.execute()
+
+    def ack(self, events: Sequence[tuple[str, str]]) -> None:
+        by_stream: dict[str, list[str]] = {}
+        for stream, event_id in events:
+            by_stream.setdefault(stream, []).append(event_id)
+        if by_stream:
+            pipe = self.client.pipeline(transaction=False)
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, self.group, *ids)
+            pipe.execute()
+
+    def lag(self) -> dict[str, dict]:
+        out = {}
+        for stream in self.streams:
+            mine = [g for g in self.client.xinfo_groups(stream) if _text(g["name"]) == self.group]
+            out[stream] = ({"lag": mine[0].get("lag"), "pending": mine[0]["pending"]} if mine
+                           else {"lag": None, "pending": 0})
+        return out
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,269 @@
+"""Event-driven inference: a worker in a consumer group turns request events into answers.
+
+For each micro-batch of events (up to `batch` at a time):
+
+1. each request event's `data` field is read as one JSON record, as one record of a /predict
+   body: bounded in size, an object, no field outside the bundle's signature (and the id);
+2. the records are checked against the bundle's contract and scored, in one bundle call each
+   (`Scorer.check`, `Scorer.score`: the API's and batch scoring's code);
+3. the predictions, and the outcomes read from the feedback stream, are committed to the
+   inference registry in one transaction, keyed by event id, so an event delivered twice is
+   recorded once;
+4. THEN the answers are published to the answers stream and the bad events, each with its
+   reason, to the dead-letter stream;
+5. THEN every event of the batch is acknowledged.
+
+A crash anywhere leaves the batch pending; another worker (or this one, restarted) claims it
+once it has been idle `claim_idle_ms`, and redoes it: the registry keeps one row per event, and
+an answer may be published twice (at-least-once: a reader keys answers by request id).
+
+Events (field `data`, JSON): a request is one record, e.g. {"tenure": 12, ...}; its answer is
+{"request_id": <the request's event id>, "prediction", "probability", "model_version",
+"variant"}; an outcome is {"request_id": ..., "outcome": "Yes"}; a dead letter is
+{"stream", "event_id", "reason", "data": the event's data (first 1,000 characters)}.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+
+from lifecycle.contract import mask
+from lifecycle.events.broker import Broker, Event
+
+log = logging.getLogger("lifecycle.events")
+
+DATA = b"data"
+MAX_EVENT_BYTES = 16_384   # one record of this signature is ~600 bytes
+DEAD_LETTER_DATA_CHARS = 1000
+
+
+@dataclass
+class Streams:
+    """The stream names of one deployment."""
+
+    requests: str = "lifecycle:requests"
+    answers: str = "lifecycle:answers"
+    dead_letter: str = "lifecycle:dead-letter"
+    feedback: str = "lifecycle:feedback"
+
+
+@dataclass
+class Progress:
+    events: int = 0
+    answered: int = 0
+    dead_letters: int = 0
+    feedback: int = 0
+    claimed: int = 0
+    batches: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def default_consumer() -> str:
+    """A consumer name unique to this process: host and pid."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Worker:
+    """Reads, checks, scores, records, answers and acknowledges events (module docstring).
+
+    `scorer` is a loaded bundle (`lifecycle.serving.scoring.Scorer`), `recorder` a
+    `lifecycle.events.recorder.Recorder`, `broker` any `Broker`."""
+
+    def __init__(self, broker: Broker, scorer, recorder, streams: Streams, *,
+                 batch: int = 1000, block_ms: int = 50, claim_idle_ms: int = 30_000,
+                 max_event_bytes: int = MAX_EVENT_BYTES, deployment: str = "events",
+                 log_every: float = 10.0):
+        self.broker, self.scorer, self.recorder, self.streams = broker, scorer, recorder, streams
+        self.batch, self.block_ms = batch, block_ms
+        self.claim_idle_ms, self.max_event_bytes = claim_idle_ms, max_event_bytes
+        self.deployment, self.log_every = deployment, log_every
+        contract = scorer.contract
+        self.id_column = contract.id
+        self.personal = set(contract.personal_data)
+        self.known = {f["name"] for f in _fields(scorer.signature)} | {self.id_column}
+        labels = scorer.outcome_values()
+        self.outcomes = set(labels) if labels is not None else None
+        self.progress = Progress()
+        self._last_claim = 0.0
+        self._last_log = time.monotonic()
+        self._logged = Progress()
+
+    # --- the loop -------------------------------------------------------------------------
+    def run(self, stop: Callable[[], bool] = lambda: False) -> Progress:
+        """Work until `stop()` is true (checked between micro-batches)."""
+        while not stop():
+            self.step()
+        self.report()
+        return self.progress
+
+    def step(self) -> int:
+        """One micro-batch: claim what a dead consumer left (every claim_idle_ms / 2), read
+        new events, handle them. Returns how many events it handled."""
+        events: list[Event] = []
+        now = time.monotonic()
+        if (now - self._last_claim) * 1000 >= self.claim_idle_ms / 2:
+            self._last_claim = now
+            events = self.broker.claim(self.claim_idle_ms, self.batch)
+            self.progress.claimed += len(events)
+        if len(events) < self.batch:
+            events += self.broker.read(self.batch - len(events), self.block_ms if not events
+                                       else 0)
+        if events:
+            self.handle(events)
+        if time.monotonic() - self._last_log >= self.log_every:
+            self.report()
+        return len(events)
+
+    def handle(self, events: list[Event]) -> None:
+        """Steps 1-5 of the module docstring for these events."""
+        received = time.perf_counter()
+        dead: list[bytes] = []
+        records, request_ids, notes, note_events = [], [], [], []
+        for stream, event_id, fields in events:
+            if stream == self.streams.feedback:
+                note, reason = self._outcome(fields.get(DATA))
+                if reason:
+                    dead.append(self._dead(stream, event_id, reason, fields.get(DATA)))
+                else:
+                    notes.append(note)
+                    note_events.append((stream, event_id, fields.get(DATA)))
+                continue
+            record, reason = self._record(fields.get(DATA))
+            if reason:
+                dead.append(self._dead(stream, event_id, reason, fields.get(DATA)))
+            else:
+                records.append(record)
+                request_ids.append(event_id)
+
+        rows, answers = self._score(records, request_ids, received, dead)
+        refused = self.recorder.write(rows, notes)
+        for (stream, event_id, data), reason in zip(note_events, refused, strict=True):
+            if reason:
+                dead.append(self._dead(stream, event_id, reason, data))
+        self.broker.publish({self.streams.answers: answers, self.streams.dead_letter: dead})
+        self.broker.ack([(stream, event_id) for stream, event_id, _ in events])
+
+        p = self.progress
+        p.events += len(events)
+        p.answered += len(answers)
+        p.dead_letters += len(dead)
+        p.feedback += len(notes) - sum(r is not None for r in refused)
+        p.batches += 1
+
+    # --- the parts --------------------------------------------------------------------------
+    def _record(self, data: bytes | None) -> tuple[dict | None, str | None]:
+        """(the record, None) or (None, why it is no record)."""
+        if data is None:
+            return None, "missing_field:data (the event holds no 'data' field)"
+        if len(data) > self.max_event_bytes:
+            return None, f"oversize: {len(data)} bytes > {self.max_event_bytes}"
+        try:
+            record = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            return None, f"not_json: {exc}"
+        if not isinstance(record, dict):
+            return None, f"not_an_object: a JSON {type(record).__name__}, expected one record"
+        unknown = record.keys() - self.known
+        if unknown:
+            return None, "; ".join(f"unknown_field:{k}" for k in sorted(unknown))
+        return record, None
+
+    def _outcome(self, data: bytes | None) -> tuple[dict | None, str | None]:
+        """(a feedback row, None) or (None, why not) for an outcome event."""
+        if data is None:
+            return None, "missing_field:data (the event holds no 'data' field)"
+        if len(data) > self.max_event_bytes:
+            return None, f"oversize: {len(data)} bytes > {self.max_event_bytes}"
+        try:
+            note = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            return None, f"not_json: {exc}"
+        if not isinstance(note, dict):
+            return None, f"not_an_object: a JSON {type(note).__name__}"
+        extra = note.keys() - {"request_id", "outcome"}
+        missing = {"request_id", "outcome"} - note.keys()
+        if extra or missing:
+            return None, "; ".join([f"unknown_field:{k}" for k in sorted(extra)]
+                                   + [f"missing_field:{k}" for k in sorted(missing)])
+        rid, outcome = note["request_id"], note["outcome"]
+        if not isinstance(rid, str) or not 0 < len(rid) <= 64:
+            return None, "wrong_type:request_id (a text of 1 to 64 characters)"
+        if self.outcomes is None:
+            if isinstance(outcome, bool) or not isinstance(outcome, int | float):
+                return None, "wrong_type:outcome (a number)"
+        elif str(outcome) not in self.outcomes or not isinstance(outcome, str | int):
+            return None, f"unknown_category:outcome (one of {sorted(self.outcomes)})"
+        return {"request_id": rid, "received_at": time.time(), "outcome": str(outcome)}, None
+
+    def _score(self, records: list[dict], request_ids: list[str], received: float,
+               dead: list[bytes]) -> tuple[list[dict], list[bytes]]:
+        """(registry rows, answer payloads) of the records that meet the contract; the
+        others join `dead` with their reasons."""
+        if not records:
+            return [], []
+        ok, reasons = self.scorer.check(records)
+        for i, reason in reasons.items():
+            dead.append(self._dead(self.streams.requests, request_ids[i], reason,
+                                   orjson.dumps(records[i])))
+        if reasons:
+            request_ids = [r for i, r in enumerate(request_ids) if i not in reasons]
+        results, engine = self.scorer.score(ok) if ok else ([], self.scorer.engine)
+        latency_ms = (time.perf_counter() - received) * 1000
+        now, version = time.time(), self.scorer.version
+        rows, answers = [], []
+        for rid, record, result in zip(request_ids, ok, results, strict=True):
+            prediction, probability = result["prediction"], result.get("probability")
+            key = record.get(self.id_column)
+            rows.append({"request_id": rid, "role": "served", "created_at": now,
+                         "deployment": self.deployment, "strategy": "single",
+                         "variant": "main", "model_version": version, "engine": engine,
+                         "routing_key": mask([key])[0] if key is not None else None,
+                         "inputs": self._masked(record), "prediction": str(prediction),
+                         "probability": probability, "latency_ms": latency_ms})
+            answers.append(orjson.dumps({"request_id": rid, "prediction": prediction,
+                                         "probability": probability,
+                                         "model_version": version, "variant": "main"},
+                                        option=orjson.OPT_SERIALIZE_NUMPY))
+        return rows, answers
+
+    def _masked(self, record: dict) -> str:
+        if self.personal:
+            record = {k: (mask([v])[0] if k in self.personal else v) for k, v in record.items()}
+        return orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS).decode()
+
+    def _dead(self, stream: str, event_id: str, reason: str, data: bytes | None) -> bytes:
+        key = reason.split(":")[0].split(";")[0]
+        self.progress.reasons[key] = self.progress.reasons.get(key, 0) + 1
+        text = data.decode("utf-8", "replace")[:DEAD_LETTER_DATA_CHARS] if data else None
+        return orjson.dumps({"stream": stream, "event_id": event_id, "reason": reason,
+                             "data": text})
+
+    def report(self) -> None:
+        """One progress line: counts, rate since the last line, and the group's lag."""
+        now = time.monotonic()
+        p, last = self.progress, self._logged
+        rate = (p.events - last.events) / max(now - self._last_log, 1e-9)
+        try:
+            lag = ", ".join(f"{s}: lag {v['lag']} pending {v['pending']}"
+                            for s, v in self.broker.lag().items())
+        except Exception as exc:  # noqa: BLE001 - progress must not stop the work
+            lag = f"lag unknown ({exc})"
+        log.warning("consume: %d events (%d answered, %d dead-lettered, %d outcomes, %d "
+                    "claimed from others), %.0f events/s; %s", p.events, p.answered,
+                    p.dead_letters, p.feedback, p.claimed, rate, lag)
+        self._last_log = now
+        self._logged = Progress(p.events, p.answered, p.dead_letters, p.feedback, p.claimed,
+                                p.batches)
+
+
+def _fields(signature: dict | list) -> list[dict]:
+    from lifecycle.serving.schema import signature_fields
+
+    return signature_fields(signature)

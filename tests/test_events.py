@@ -1,0 +1,277 @@
+"""Events on a real Redis server (Debian redis-server, started here, password-protected):
+the event worker under kill -9, idempotent recording, outcomes joined by request id, bad
+events dead-lettered with their reasons; and `collect` from a stream, reproducibly."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT
+from tests.helpers_events import PASSWORD_VAR, RedisServer
+from tests.helpers_serving import records_from, registry_ids, registry_rows, signature_of
+from tests.helpers_stages import run_stage_process, run_stages, stage_dir
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def bundle(reproduced: Path) -> Path:
+    return reproduced / "models" / "bundle"
+
+
+@pytest.fixture(scope="module")
+def rows(reproduced: Path, bundle: Path) -> list[dict]:
+    return records_from(reproduced / "data/processed/validation.parquet", signature_of(bundle))
+
+
+def bad_events(rows: list[dict], signature: dict) -> dict[str, dict]:
+    """One event of every kind the worker must refuse: {reason prefix: event fields}."""
+    fields = signature["fields"]
+    number = next(f["name"] for f in fields if f["type"] in ("int", "float"))
+    required = next(f["name"] for f in fields if not f["nullable"])
+    row = dict(rows[0])
+    return {
+        "not_json": {"data": b"{this is not json"},
+        "not_an_object": {"data": b"[1, 2, 3]"},
+        f"wrong_type:{number}": {"data": orjson.dumps({**row, number: "twelve"})},
+        f"missing_required:{required}": {
+            "data": orjson.dumps({k: v for k, v in row.items() if k != required})},
+        "unknown_field:favourite_colour": {"data": orjson.dumps({**row,
+                                                                 "favourite_colour": "red"})},
+        "oversize": {"data": orjson.dumps({**row, "pad": "x" * 20_000})},
+        "missing_field:data": {"payload": b"{}"},
+    }
+
+
+def consume(redis_server: RedisServer, bundle: Path, registry: str, consumer: str, log: Path,
+            *extra: str) -> subprocess.Popen:
+    """`python -m lifecycle.events consume` as its own process (what `make consume` runs)."""
+    env = {**os.environ, **redis_server.env, "PYTHONPATH": str(ROOT),
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [str(BIN / "python"), "-m", "lifecycle.events", "consume", "--bundle", str(bundle),
+           "--redis", redis_server.url, "--registry", registry, "--consumer", consumer,
+           "--log-every", "1", *extra]
+    with open(log, "w") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_for(condition, what: str, proc: subprocess.Popen, log: Path, timeout: float = 180):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"worker exited {proc.returncode}:\n{log.read_text()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()}")
+        time.sleep(0.02)
+
+
+def stream_data(client, stream: str) -> dict[str, dict]:
+    return {i.decode(): orjson.loads(f[b"data"]) for i, f in client.xrange(stream)}
+
+
+def test_kill_9_under_load_then_a_second_worker_finishes_every_event_recorded_once(
+        redis_server, bundle, rows, tmp_path):
+    from lifecycle.events.producer import add, payloads_of
+
+    client = redis_server.client
+    registry = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    good = [rows[i % len(rows)] for i in range(30_000)]
+    bad = bad_events(rows, signature_of(bundle))
+    good_ids = add(client, "lifecycle:requests", payloads_of(good[:15_000]))
+    bad_ids = {reason: client.xadd("lifecycle:requests", fields).decode()
+               for reason, fields in bad.items()}
+    good_ids += add(client, "lifecycle:requests", payloads_of(good[15_000:]))
+
+    first = consume(redis_server, bundle, registry, "first", tmp_path / "first.log",
+                    "--batch", "500", "--claim-idle-ms", "2000")
+    wait_for(lambda: client.xlen("lifecycle:answers") >= 3000, "the first answers", first,
+             tmp_path / "first.log")
+    while True:  # freeze it; kill it while it holds events (read, not yet acknowledged)
+        first.send_signal(signal.SIGSTOP)
+        left = client.xpending_range("lifecycle:requests", "lifecycle", "-", "+", 100_000,
+                                     consumername="first")
+        if left:
+            break
+        first.send_signal(signal.SIGCONT)
+        time.sleep(0.005)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+
+    second = consume(redis_server, bundle, registry, "second", tmp_path / "second.log",
+                     "--batch", "500", "--claim-idle-ms", "2000")
+
+    def finished() -> bool:
+        groups = {g["name"].decode(): g for g in client.xinfo_groups("lifecycle:requests")}
+        return groups["lifecycle"]["pending"] == 0 and groups["lifecycle"]["lag"] == 0
+
+    try:
+        wait_for(finished, "every event acknowledged", second, tmp_path / "second.log")
+    finally:
+        second.terminate()
+        second.wait(30)
+    log = (tmp_path / "second.log").read_text()
+    assert second.returncode == 0, log
+
+    # every good event recorded exactly once, under its event id
+    assert registry_ids(registry) == set(good_ids)
+    with sqlite3.connect(tmp_path / "registry.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM predictions").fetchone()[0] == len(good_ids)
+    # ... and answered on the output stream, with the prediction the registry holds
+    answers = stream_data(client, "lifecycle:answers")
+    answered = {a["request_id"]: a for a in answers.values()}
+    assert set(answered) == set(good_ids)
+    stored = registry_rows(registry).set_index("request_id")
+    for rid in good_ids[::997]:
+        assert answered[rid]["prediction"] == stored.at[rid, "prediction"]
+        assert answered[rid]["probability"] == pytest.approx(stored.at[rid, "probability"])
+    # the second worker took over what the first left pending
+    assert {e["message_id"].decode() for e in left} <= set(answered) | set(bad_ids.values())
+    # every bad event is in the dead-letter stream with its reason, none was recorded
+    dead = {d["event_id"]: d for d in stream_data(client, "lifecycle:dead-letter").values()}
+    assert set(dead) == set(bad_ids.values())
+    for reason, event_id in bad_ids.items():
+        assert dead[event_id]["reason"].startswith(reason), (reason, dead[event_id])
+        assert dead[event_id]["stream"] == "lifecycle:requests"
+    assert "lag 0 pending 0" in log
+    claimed = re.findall(r"(\d+) claimed from others", log)
+    assert claimed and int(claimed[-1]) >= len(left)
+    client.delete("lifecycle:requests", "lifecycle:answers", "lifecycle:dead-letter",
+                  "lifecycle:feedback")
+
+
+def test_redelivered_events_are_recorded_once_and_outcomes_join_by_request_id(
+        redis_server, bundle, rows, tmp_path):
+    from lifecycle.events.broker import RedisBroker
+    from lifecycle.events.producer import add, payloads_of
+    from lifecycle.events.recorder import Recorder
+    from lifecycle.events.worker import Streams, Worker
+    from lifecycle.serving.registry import export_parquet
+    from lifecycle.serving.scoring import load_scorer
+
+    client, streams = redis_server.client, Streams()
+    registry = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    ids = add(client, streams.requests, payloads_of(rows[:50]))
+    scorer, recorder = load_scorer(bundle), Recorder(registry)
+
+    def drain(group: str) -> Worker:
+        broker = RedisBroker(redis_server.direct_url, [streams.requests, streams.feedback],
+                             group, f"{group}-worker")
+        worker = Worker(broker, scorer, recorder, streams, batch=20, block_ms=10)
+        while worker.step():
+            pass
+        broker.close()
+        return worker
+
+    assert drain("lifecycle").progress.answered == 50
+    # a second group is handed every event again: the registry still holds each once
+    assert drain("replay").progress.answered == 50
+    assert registry_ids(registry) == set(ids)
+    assert len(registry_rows(registry)) == 50
+    assert client.xlen(streams.answers) == 100
+
+    labels = scorer.outcome_values()
+    notes = [{"request_id": rid, "outcome": labels[i % 2]} for i, rid in enumerate(ids[:10])]
+    add(client, streams.feedback, [orjson.dumps(n) for n in notes])
+    add(client, streams.feedback, [orjson.dumps(notes[0])])            # redelivered: fine
+    wrong = [{"request_id": "0-1", "outcome": labels[0]},               # no such prediction
+             {"request_id": ids[1], "outcome": labels[0]},              # a second, other outcome
+             {"request_id": ids[2], "outcome": "perhaps"},              # not a label
+             {"request_id": ids[3]}]                                    # no outcome
+    wrong_ids = add(client, streams.feedback, [orjson.dumps(n) for n in wrong])
+    drain("lifecycle")
+    recorder.close()
+
+    exported = pd.read_parquet(export_parquet(registry, tmp_path / "export.parquet")
+                               and tmp_path / "export.parquet").set_index("request_id")
+    for note in notes:
+        assert exported.at[note["request_id"], "outcome"] == note["outcome"]
+    assert exported["outcome"].notna().sum() == 10
+    dead = {d["event_id"]: d["reason"] for d in stream_data(client, streams.dead_letter).values()}
+    assert [dead[i].split(" ")[0] for i in wrong_ids] == [
+        "unknown_request_id", "feedback_already_recorded", "unknown_category:outcome",
+        "missing_field:outcome"]
+    client.delete(streams.requests, streams.answers, streams.dead_letter, streams.feedback)
+
+
+# --- collect from a stream -----------------------------------------------------------------
+def read_customers(db: Path) -> pd.DataFrame:
+    with sqlite3.connect(db) as con:
+        frame = pd.read_sql_query("SELECT * FROM customers ORDER BY customer_id", con)
+    con.close()
+    return frame
+
+
+def test_collect_from_a_stream_is_reproducible_and_incremental(redis_server, demo_sqlite,
+                                                               tmp_path):
+    from lifecycle.events.producer import add, payloads_of
+
+    client = redis_server.client
+    customers = read_customers(demo_sqlite)
+    records = customers.astype(object).where(customers.notna(), None).to_dict("records")
+    first_ids = add(client, "crm:customers", payloads_of(records[:300]))
+    bad = {"not_json": client.xadd("crm:customers", {"data": b"{oops"}).decode(),
+           "not_an_object": client.xadd("crm:customers", {"data": b'"text"'}).decode(),
+           "missing_field:data": client.xadd("crm:customers", {"other": b"{}"}).decode()}
+    source = {"kind": "stream", "url": redis_server.url, "stream": "crm:customers"}
+
+    where = stage_dir(tmp_path / "first", {"collect.source": source})
+    proc = run_stage_process(where, "collect", env=redis_server.env)
+    assert proc.returncode == 0, proc.stderr
+    assert "3 events held no record" in proc.stderr
+    manifest_text = (where / "data/raw/manifest.json").read_text()
+    manifest = json.loads(manifest_text)
+    assert redis_server.password not in manifest_text   # the URL names ${VAR}, redacted anyway
+    assert manifest["source"]["after"] == "0-0"
+    assert manifest["source"]["until"] == bad["missing_field:data"]
+    assert manifest["rows"] == 300
+    assert {e["event_id"]: e["reason"].split(":")[0] for e in manifest["rejected_events"]} == {
+        i: r.split(":")[0] for r, i in bad.items()}
+    snapshot_bytes = (where / "data/raw/snapshot.parquet").read_bytes()
+    snapshot = pd.read_parquet(where / "data/raw/snapshot.parquet")
+    pd.testing.assert_frame_equal(snapshot, customers.head(300), check_dtype=False)
+
+    # more events arrive; the next run in the same folder takes only those
+    later_ids = add(client, "crm:customers", payloads_of(records[300:]))
+    proc = run_stage_process(where, "collect", env=redis_server.env)
+    assert proc.returncode == 0, proc.stderr
+    second = json.loads((where / "data/raw/manifest.json").read_text())
+    assert (second["source"]["after"], second["source"]["until"]) == (
+        manifest["source"]["until"], later_ids[-1])
+    assert second["rows"] == 200 and "rejected_events" in second
+    pd.testing.assert_frame_equal(pd.read_parquet(where / "data/raw/snapshot.parquet"),
+                                  customers.iloc[300:].reset_index(drop=True),
+                                  check_dtype=False)
+
+    # the recorded first range, collected again elsewhere, gives the same bytes
+    again = stage_dir(tmp_path / "again", {"collect.source": {
+        **source, "after": manifest["source"]["after"], "until": manifest["source"]["until"]}})
+    os.environ[PASSWORD_VAR] = redis_server.password
+    try:
+        run_stages(again, "collect", "validate")
+    finally:
+        del os.environ[PASSWORD_VAR]
+    assert (again / "data/raw/snapshot.parquet").read_bytes() == snapshot_bytes
+    assert (again / "data/raw/manifest.json").read_text() == manifest_text
+    # and validate holds the stream's records to the contract like any source's rows
+    assert len(pd.read_parquet(again / "data/interim/validated.parquet")) > 250
+    assert len(first_ids) == 300
+    client.delete("crm:customers")
