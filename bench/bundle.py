@@ -20,7 +20,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from lifecycle import packaging
+from lifecycle.packaging.rows import plain_value
+from lifecycle.packaging.runtime import load_bundle
 
 
 def latency(fn, calls: int) -> tuple[float, float]:
@@ -57,12 +58,12 @@ def main() -> None:
     args = parser.parse_args()
 
     start = time.perf_counter()
-    bundle = packaging.load_bundle(args.bundle, threads=args.threads or None)
+    bundle = load_bundle(args.bundle, threads=args.threads or None)
     print(f"bundle {bundle.version}: load + verify {1e3 * (time.perf_counter() - start):.0f} ms; "
           f"{os.cpu_count()} cores, ONNX threads {args.threads or 'all'}")
     fields = [f["name"] for f in bundle.signature["fields"]]
     rows = pd.read_parquet(args.rows)[fields]
-    record = {k: packaging._py(v) for k, v in rows.iloc[0].items()}
+    record = {k: plain_value(v) for k, v in rows.iloc[0].items()}
     one = rows.iloc[:1]
     ok_one, _ = bundle.check_rows(one)
     session, inputs = bundle._session, bundle._inputs

@@ -196,7 +196,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from lifecycle import features
-    from lifecycle.packaging import load_bundle
+    from lifecycle.packaging.runtime import load_bundle
     from lifecycle.serving.batch import score_file
 
     bundle_path = Path(args.bundle)

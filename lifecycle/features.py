@@ -12,7 +12,6 @@ import hashlib
 import json
 import re
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -264,28 +263,6 @@ def importance_plot_data(manifest: dict) -> list[dict]:
     return sorted(rows, key=lambda r: (-r["importance"], r["feature"]))
 
 
-def plot_importance(rows: list[dict], path: str | Path, top: int = 30) -> None:
-    """A PNG bar chart of the `top` most informative features (renders offline)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shown = rows[:top][::-1]
-    fig, ax = plt.subplots(figsize=(8, 1.4 + 0.25 * len(shown)))
-    ax.barh([r["feature"] for r in shown], [r["importance"] for r in shown],
-            color=["tab:blue" if r["selected"] else "tab:gray" for r in shown])
-    shown_of = f"top {top} of {len(rows)} features" if len(rows) > top else f"{len(rows)} features"
-    ax.set_title(f"Feature importance: mutual information with the target on train\n"
-                 f"({shown_of}; grey: not selected)", fontsize=9)
-    ax.set_xlabel("mutual information (nats)")
-    ax.tick_params(axis="y", labelsize=7)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(fig)
-
-
 def target_vector(frame: pd.DataFrame, contract: Contract, task: str) -> np.ndarray:
     """The target as the model sees it: 0/1 for binary (1 = the contract's positive class),
     labels for multiclass, floats for regression."""
@@ -313,75 +290,3 @@ def split_target(table: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         raise StageError(f"feature table has no '{TARGET}' column (rerun featurize)")
     y = table.pop(TARGET).to_numpy()
     return table, y
-
-
-# --- saving and loading sklearn objects --------------------------------------------------------
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
-TRUSTED_TYPES = {"functools.partial"}  # a partial of a trusted function (select_k_best's scorer)
-
-
-def dumps(estimator) -> bytes:
-    """A fitted sklearn object as a skops archive (no pickle: loading executes no code), with the
-    same bytes for the same object: skops names the archive's members after memory addresses
-    and stamps them with the time, so they are renamed in order and stamped 1980-01-01."""
-    import io
-    import zipfile
-
-    import skops.io as sio
-
-    raw = zipfile.ZipFile(io.BytesIO(sio.dumps(estimator)))
-    names: dict[str, str] = {}
-    ids: dict[int, int] = {}
-
-    def canonical(node):
-        if isinstance(node, list):
-            return [canonical(v) for v in node]
-        if not isinstance(node, dict):
-            return node
-        out = {}
-        for key, value in node.items():
-            if key == "__id__":  # object identity, for shared references: any unique number
-                out[key] = ids.setdefault(value, len(ids))
-            elif key == "file" and isinstance(value, str):  # a member holding an array
-                out[key] = names.setdefault(value, f"{len(names):06d}{Path(value).suffix}")
-            else:
-                out[key] = canonical(value)
-        return out
-
-    schema = json.dumps(canonical(json.loads(raw.read("schema.json"))), indent=2).encode()
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
-        for old, new in [*names.items(), ("schema.json", None)]:
-            info = zipfile.ZipInfo(new or old, date_time=(1980, 1, 1, 0, 0, 0))
-            info.create_system = 3
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, schema if new is None else raw.read(old))
-    return out.getvalue()
-
-
-def save(estimator, path) -> None:
-    """Save a fitted sklearn object with skops, byte-identical for identical objects (`dumps`)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_bytes(dumps(estimator))
-
-
-def loads(data: bytes):
-    """Load a skops archive, trusting only sklearn/numpy/scipy types (and a functools.partial,
-    whose function skops checks on its own)."""
-    import skops.io as sio
-
-    untrusted = sio.get_untrusted_types(data=data)
-    unsafe = [t for t in untrusted
-              if not t.startswith(TRUSTED_PREFIXES) and t not in TRUSTED_TYPES]
-    if unsafe:
-        raise ValueError(f"skops archive holds types that are not sklearn/numpy: {unsafe}")
-    return sio.loads(data, trusted=untrusted)
-
-
-def load(path):
-    """Load a skops file written by `save` (see `loads` for what it trusts; bundles add a hash
-    check on top)."""
-    try:
-        return loads(Path(path).read_bytes())
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc

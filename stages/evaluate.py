@@ -5,7 +5,7 @@ when the quality gate is missed (after writing them, so the reason is visible)."
 import csv
 from pathlib import Path
 
-from lifecycle import cli, evaluation, features, io, params
+from lifecycle import cli, evaluation, features, figures, io, params, persistence
 from lifecycle.contract import load_contract
 from lifecycle.errors import ParamsError, StageError
 
@@ -27,8 +27,8 @@ def main() -> str:
 
     from sklearn.pipeline import Pipeline
 
-    pipeline = Pipeline([("features", features.load(args.featurizer)),
-                         ("model", features.load(args.model))])
+    pipeline = Pipeline([("features", persistence.load(args.featurizer)),
+                         ("model", persistence.load(args.model))])
 
     def scored(path: str) -> evaluation.Predictions:
         frame = io.read_parquet(path)
@@ -53,7 +53,7 @@ def main() -> str:
                 writer.writerows(rows)
         else:
             io.write_json(rows, outdir / f"{name}.json")
-    evaluation.save_figures(plots, test, scores["threshold"], scores.get("confusion_matrix"),
+    figures.evaluation_figures(plots, test, scores["threshold"], scores.get("confusion_matrix"),
                             args.figures, names)
 
     primary = p.primary_metric

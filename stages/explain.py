@@ -1,7 +1,7 @@
 """explain: global importance of each input column (permutation, SHAP where exact) and local
 explanations of a few sample rows, on the validation split; personal data masked."""
 
-from lifecycle import cli, explain, features, io, params
+from lifecycle import cli, explain, features, figures, io, params, persistence
 from lifecycle.contract import load_contract, mask
 from lifecycle.evaluation import display_names, rounded
 
@@ -22,13 +22,13 @@ def main() -> str:
            else [f"row {i}" for i in range(len(split))])
     names = display_names(task, contract.target.positive,
                           contract.columns[contract.target.column].allowed)
-    result = explain.explain(features.load(args.featurizer), features.load(args.model), frame, y,
-                             ids, task, p, names, explain.shap_installed())
+    result = explain.explain(persistence.load(args.featurizer), persistence.load(args.model),
+                             frame, y, ids, task, p, names, explain.shap_installed())
 
     io.write_json(rounded(result), args.output)
     io.write_json([{"feature": k, "importance": round(v, 6)}
                    for k, v in result["importance"].items()], f"{args.plots}/importance.json")
-    explain.save_figures(result, args.figures)
+    figures.explain_figures(result, args.figures)
     top = ", ".join(list(result["importance"])[:3])
     shap = result["shap"]
     said = shap["method"] or f"none: {shap['reason']}"

@@ -4,7 +4,7 @@ importance plot. (The test split is left to evaluate, the one stage that reads i
 
 from pathlib import Path
 
-from lifecycle import cli, features, io, params
+from lifecycle import cli, features, figures, io, params, persistence
 from lifecycle.contract import load_contract
 
 
@@ -24,11 +24,11 @@ def main() -> str:
     for name, frame in frames.items():
         table = featurizer.transform(frame).assign(**{features.TARGET: targets[name]})
         io.write_parquet(table, Path(args.outdir) / f"{name}.parquet")
-    features.save(featurizer, args.featurizer)
+    persistence.save(featurizer, args.featurizer)
     io.write_json(manifest, args.manifest)
     rows = features.importance_plot_data(manifest)
     io.write_json(rows, args.importance)
-    features.plot_importance(rows, args.importance_png)
+    figures.feature_importance(rows, args.importance_png)
     kinds = ", ".join(f"{n} {t}" for t, n in manifest["by_type"].items() if n)
     return (f"{manifest['count']} features ({kinds}) fitted on {len(frames['train'])} train rows, "
             f"version {manifest['version']}; most informative: {rows[0]['feature']}")

@@ -1,5 +1,5 @@
 """package: compose the cleaning rules (the contract), the fitted features and the model into one
-inference bundle in models/bundle/ (lifecycle/packaging.py): the sklearn Pipeline (skops) and its
+inference bundle in models/bundle/ (lifecycle/packaging/): the sklearn Pipeline (skops) and its
 ONNX export, checked to agree on the validation split and synthetic edge rows; the input
 signature; reference statistics for drift checks; a model card; and a manifest with the sha256
 of every file and the lineage (data, params and code hashes) from dvc.lock.
@@ -18,8 +18,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from lifecycle import cli, features, io, packaging, params
+from lifecycle import cli, io, params, persistence
 from lifecycle.errors import ParamsError, StageError
+from lifecycle.packaging import build, lineage, parity, runtime, store
 
 
 def main() -> str:
@@ -31,7 +32,7 @@ def main() -> str:
     task = params.load("task").type
     derived = params.load("featurize").derived
     p = params.load("package")
-    contract_text, contract = packaging.load_contract_text(args.contract)
+    contract_text, contract = build.load_contract_text(args.contract)
     strangers = [c for c in p.card.sensitive_features if c not in contract.feature_columns]
     if strangers:
         raise ParamsError(f"params.yaml: package.card.sensitive_features: {strangers} are not "
@@ -39,42 +40,42 @@ def main() -> str:
     if not Path(args.lock).exists():
         raise StageError(f"{args.lock} not found: run the package stage through `dvc repro`")
 
-    inputs = {path: packaging.md5_file(path) for path in (
+    inputs = {path: lineage.md5_file(path) for path in (
         args.contract, args.train, args.validation, args.featurizer, args.model, args.scores,
         args.split)}
-    lineage = packaging.lineage(
+    provenance = lineage.lineage(
         yaml.safe_load(Path(args.lock).read_text()) or {}, inputs,
-        packaging.imported_code(Path.cwd()),
+        lineage.imported_code(Path.cwd()),
         {"task": {"type": task}, "featurize.derived": derived, "package": p.model_dump()})
     scores = io.read_json(args.scores)
     train, validation = io.read_parquet(args.train), io.read_parquet(args.validation)
-    files = packaging.build_files(
+    files = build.build_files(
         name=p.name, task=task, contract_text=contract_text,
-        featurizer=features.load(args.featurizer), model=features.load(args.model),
-        derived=derived, threshold=packaging.read_threshold(scores, task), train=train,
+        featurizer=persistence.load(args.featurizer), model=persistence.load(args.model),
+        derived=derived, threshold=build.read_threshold(scores, task), train=train,
         validation=validation, scores=scores, split_summary=io.read_json(args.split),
-        lineage_info=lineage, card=p.card.model_dump(), opset=p.onnx_opset,
+        lineage_info=provenance, card=p.card.model_dump(), opset=p.onnx_opset,
         tolerance=p.tolerance, unknown_category=p.unknown_category,
         bins=p.reference_bins)
-    manifest = packaging.write_bundle(args.bundle, files, lineage)
+    manifest = store.write_bundle(args.bundle, files, provenance)
 
-    bundle = packaging.load_bundle(args.bundle)
-    checked = pd.concat([validation, packaging.edge_rows(validation, contract)],
+    bundle = runtime.load_bundle(args.bundle)
+    checked = pd.concat([validation, parity.edge_rows(validation, contract)],
                         ignore_index=True)
-    engines = packaging.compare_engines(bundle, checked, p.tolerance)
-    paths = packaging.compare_paths(bundle, validation)
+    engines = parity.compare_engines(bundle, checked, p.tolerance)
+    paths = parity.compare_paths(bundle, validation)
     io.write_json({"version": manifest["version"], "onnx_vs_sklearn": engines,
                    "records_vs_frame": paths,
                    "bytes": {name: len(data) for name, data in files.items()}}, args.metrics)
     if not engines["ok"] or not paths["ok"]:
-        packaging.remove_bundle(args.bundle)
+        store.remove_bundle(args.bundle)
         raise StageError(f"the bundle's engines disagree (bundle removed): ONNX vs sklearn "
                          f"{engines}; records vs frame {paths} (see {args.metrics})")
     return (f"bundle {manifest['version']} ({len(files)} files, "
             f"{sum(map(len, files.values())) / 1e6:.1f} MB): ONNX agrees with sklearn on "
             f"{engines['rows']} validation + edge rows (max difference "
             f"{engines['max_difference']:.1e} <= {p.tolerance:g}), lineage of "
-            f"{len(lineage['stages'])} stages from {args.lock}")
+            f"{len(provenance['stages'])} stages from {args.lock}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """train: fit the model family named in params on the train feature table (after the optional
 search) and score it on train and validation with the task's primary metric."""
 
-from lifecycle import cli, features, io, models, params
+from lifecycle import cli, features, io, models, params, persistence
 
 
 def main() -> str:
@@ -12,7 +12,7 @@ def main() -> str:
     X_val, y_val = features.split_target(io.read_parquet(args.validation))
     model, report = models.train(task.type, p, X, y, X_val, y_val)
     seconds = report.pop("fit_seconds")  # logged, not a metric: reruns must match
-    features.save(model, args.model)
+    persistence.save(model, args.model)
     io.write_json(report, args.metrics)
     metric = report["metric"]
     searched = (f", searched {report['search']['candidates']} points by {p.search.method}"

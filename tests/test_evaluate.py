@@ -13,6 +13,7 @@ import yaml
 from sklearn import metrics as skm
 
 from lifecycle import evaluation as ev
+from lifecycle import figures
 from lifecycle.params import BusinessParams, EvaluateParams
 from tests.conftest import ROOT, run
 from tests.helpers_stages import assert_one_error_line, run_stage, set_params
@@ -184,7 +185,7 @@ def test_report_for_multiclass_and_regression(task, tmp_path):
         assert scores["rmse"] < scores["baseline"]["rmse"] and scores["r2"] > 0
         assert scores["lift"]["rmse"] > 0  # lower is better: lift = baseline - model
         assert "confusion_matrix" not in scores and not plots["roc"] and not plots["confusion"]
-    images = ev.save_figures(plots, test, None, scores.get("confusion_matrix"), tmp_path)
+    images = figures.evaluation_figures(plots, test, None, scores.get("confusion_matrix"), tmp_path)
     assert sorted(images) == sorted(p.name for p in tmp_path.glob("*.png")) == (
         ["calibration.png", "confusion.png", "precision_recall.png", "roc.png"]
         if task == "multiclass" else ["calibration.png", "predicted_vs_actual.png"])

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from lifecycle import explain as ex
+from lifecycle import figures
 from lifecycle.params import ExplainParams
 
 P = ExplainParams(n_repeats=3, samples=4, top_features=4, shap_rows=100, seed=0)
@@ -177,7 +178,7 @@ def test_models_without_exact_shap_get_occlusion(task, tmp_path):
             assert 0 <= s["probability"] <= 1 and s["actual"] in {"Yes", "No"}
     strongest = [s["top_features"][0]["feature"] for s in result["local"]["samples"]]
     assert "signal" in strongest
-    assert sorted(ex.save_figures(result, tmp_path)) == ["importance.png", "local.png"]
+    assert sorted(figures.explain_figures(result, tmp_path)) == ["importance.png", "local.png"]
 
 
 def test_tree_model_without_shap_installed_says_how_to_get_it():

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from lifecycle import features, io, params
+from lifecycle import features, io, params, persistence
 from lifecycle.contract import Contract, load_contract
 from lifecycle.params import FeaturizeParams
 from tests.conftest import ROOT
@@ -30,7 +30,7 @@ def demo(featurized):
 def test_fitted_statistics_are_those_of_the_train_split_alone(featurized):
     contract, p, splits = demo(featurized)
     train = features.model_frame(splits["train"], contract, p.derived)
-    featurizer = features.load(featurized / "models" / "featurizer.skops")
+    featurizer = persistence.load(featurized / "models" / "featurizer.skops")
     numeric = featurizer.named_transformers_["num"]
     columns = features.numeric_columns(contract, p.derived)
 
@@ -179,7 +179,7 @@ def test_select_k_best_keeps_the_most_informative_and_stays_loadable_and_convert
     frame = features.model_frame(NEW_ROWS, CONTRACT, p.derived)
     assert list(featurizer.transform(frame).columns) == kept
 
-    reloaded = features.loads(features.dumps(featurizer))  # its scorer is a functools.partial
+    reloaded = persistence.loads(persistence.dumps(featurizer))  # its scorer is a functools.partial
     pd.testing.assert_frame_equal(reloaded.transform(frame), featurizer.transform(frame))
     np.testing.assert_allclose(onnx_transform(featurizer, frame), featurizer.transform(frame),
                                rtol=1e-5, atol=1e-5)
@@ -187,7 +187,7 @@ def test_select_k_best_keeps_the_most_informative_and_stays_loadable_and_convert
 
 def test_fitting_is_deterministic_to_the_byte():
     first, second = fit(accounts()), fit(accounts())
-    assert features.dumps(first[0]) == features.dumps(second[0])
+    assert persistence.dumps(first[0]) == persistence.dumps(second[0])
     assert first[1] == second[1]
 
 

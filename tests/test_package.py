@@ -14,11 +14,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lifecycle import features, io, models, packaging, params
+from lifecycle import features, io, models, params
 from lifecycle.cleaning import make_coherent
 from lifecycle.contract import Contract, load_contract
 from lifecycle.errors import StageError
-from lifecycle.packaging import BUNDLE_FILES, MANIFEST, BundleError, load_bundle
+from lifecycle.packaging import build, lineage, parity, reference, store
+from lifecycle.packaging.rows import coherent_columns, plain_value
+from lifecycle.packaging.runtime import Bundle, load_bundle
+from lifecycle.packaging.store import BUNDLE_FILES, MANIFEST, BundleError
 from tests.conftest import ROOT, run
 from tests.helpers_stages import assert_one_error_line, run_stage_process, set_params
 
@@ -33,7 +36,7 @@ def bundle_dir(reproduced: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def bundle(bundle_dir: Path) -> packaging.Bundle:
+def bundle(bundle_dir: Path) -> Bundle:
     return load_bundle(bundle_dir)
 
 
@@ -48,16 +51,18 @@ def bundle_copy(bundle_dir: Path, tmp_path: Path) -> Path:
 
 
 def plain(value):
-    return packaging._py(value)
+    return plain_value(value)
 
 
 # --- the bundle's contents ---------------------------------------------------------------------
 def test_bundle_holds_exactly_its_files_and_a_manifest(bundle_dir: Path, bundle):
-    assert sorted(p.name for p in bundle_dir.iterdir()) == sorted(ALL_FILES)
     manifest = json.loads((bundle_dir / MANIFEST).read_text())
+    assert sorted(p.name for p in bundle_dir.iterdir()) == sorted([*manifest["files"], MANIFEST])
+    assert set(BUNDLE_FILES) <= set(manifest["files"])
     assert manifest["version"] == bundle.version and len(bundle.version) == 12
-    for name in BUNDLE_FILES:
+    for name in manifest["files"]:
         assert manifest["files"][name] == io.sha256_file(bundle_dir / name)
+        assert bundle.file(name) == (bundle_dir / name).read_bytes()
     assert bundle.inference["threshold"] == json.loads(
         (bundle_dir.parents[1] / "metrics/scores.json").read_text())["threshold"]
 
@@ -82,7 +87,7 @@ def test_reference_stats_describe_train_inputs_and_predictions(bundle, reproduce
     tenure = stats["features"]["tenure"]
     assert tenure["rows"] == len(train) and sum(tenure["counts"]) == len(train)
     assert len(tenure["edges"]) == 9 and len(tenure["counts"]) == 10   # deciles
-    assert np.allclose(packaging.histogram(train["tenure"].astype(float), tenure["edges"]),
+    assert np.allclose(reference.histogram(train["tenure"].astype(float), tenure["edges"]),
                        tenure["counts"])
     assert abs(tenure["mean"] - train["tenure"].mean()) < 1e-6
     contract_shares = stats["features"]["contract"]["shares"]
@@ -119,10 +124,10 @@ def test_onnx_and_sklearn_agree_on_the_validation_split(bundle, validation, repr
 
 
 def test_edge_rows_score_alike_in_both_engines(bundle, validation):
-    edges = packaging.edge_rows(validation, bundle.contract)
+    edges = parity.edge_rows(validation, bundle.contract)
     assert (edges["contract"] == "__unseen_category__").any()
     assert edges["total_charges"].isna().any()
-    report = packaging.compare_engines(bundle, edges, 1e-4)
+    report = parity.compare_engines(bundle, edges, 1e-4)
     assert report["ok"], report
 
 
@@ -182,6 +187,19 @@ def test_missing_file_is_refused(bundle_copy: Path, name: str):
         load_bundle(bundle_copy)
 
 
+def test_a_manifest_without_a_core_file_is_refused(bundle_copy: Path):
+    files = {n: (bundle_copy / n).read_bytes() for n in BUNDLE_FILES if n != "model.onnx"}
+    with pytest.raises(BundleError, match="must include"):
+        store.write_bundle(bundle_copy, files, {})
+    manifest = json.loads((bundle_copy / MANIFEST).read_text())
+    del manifest["files"]["model.onnx"]
+    manifest["version"] = store.manifest_for(files, manifest["lineage"])["version"]
+    (bundle_copy / "model.onnx").unlink()
+    (bundle_copy / MANIFEST).write_bytes(store.canonical_json(manifest))
+    with pytest.raises(BundleError, match="a bundle holds at least"):
+        load_bundle(bundle_copy)
+
+
 def test_a_folder_without_manifest_is_not_a_bundle(bundle_copy: Path):
     (bundle_copy / MANIFEST).unlink()
     with pytest.raises(BundleError, match="no manifest.json"):
@@ -216,7 +234,7 @@ def test_manifest_lineage_matches_dvc_lock(reproduced: Path, bundle):
         "train"]["model"]
     own = {d["path"]: d["md5"] for d in lock["package"]["deps"]}
     for path, md5 in {**lineage["package"]["inputs"], **lineage["package"]["code"]}.items():
-        if path != "stages/__init__.py" and path != "lifecycle/__init__.py":
+        if not path.endswith("__init__.py"):   # docstring-only packages (see dag_check)
             assert own[path] == md5, f"{path} is read by package but not declared in dvc.yaml"
 
 
@@ -224,8 +242,8 @@ def test_lineage_refuses_a_stale_lock():
     lock = {"stages": {"train": {"deps": [{"path": "a.parquet", "md5": "1"}],
                                  "outs": [{"path": "model.skops", "md5": "old"}]}}}
     with pytest.raises(StageError, match="model.skops.*stale"):
-        packaging.lineage(lock, {"model.skops": "new"}, {}, {})
-    fresh = packaging.lineage(lock, {"model.skops": "old"}, {"stages/package.py": "c"}, {})
+        lineage.lineage(lock, {"model.skops": "new"}, {}, {})
+    fresh = lineage.lineage(lock, {"model.skops": "old"}, {"stages/package.py": "c"}, {})
     assert list(fresh["stages"]) == ["train"] and fresh["code"] == {"stages/package.py": "c"}
 
 
@@ -265,8 +283,8 @@ def test_check_rows_rejects_bad_rows_with_their_reasons(bundle):
 def test_unknown_categories_can_be_rejected(bundle_dir: Path, bundle):
     signature = {**bundle.signature, "unknown_category": "reject"}
     files = {n: (bundle_dir / n).read_bytes() for n in BUNDLE_FILES}
-    files["signature.json"] = packaging.canonical_json(signature)
-    strict = packaging.Bundle(bundle_dir, {**files, MANIFEST: (bundle_dir / MANIFEST).read_bytes()})
+    files["signature.json"] = store.canonical_json(signature)
+    strict = Bundle(bundle_dir, {**files, MANIFEST: (bundle_dir / MANIFEST).read_bytes()})
     row = {**bundle.signature["example"], "contract": "Three year"}
     _, rejects = strict.check_rows(pd.DataFrame([row]))
     assert rejects["reason"].tolist() == ["unknown_category:contract"]
@@ -322,18 +340,18 @@ def test_batch_cleaning_equals_make_coherent(bundle):
         "monthly_charges": rng.normal(50, 10, n),
     }).astype({contract.id: "string", "contract": "string", "tenure": object})
     expected, unreadable = make_coherent(frame, contract)
-    got, got_unreadable = packaging.coherent_columns(frame, contract)
+    got, got_unreadable = coherent_columns(frame, contract)
     pd.testing.assert_frame_equal(got, expected)
     pd.testing.assert_frame_equal(got_unreadable, unreadable.astype(bool))
     tidy_ids = frame.assign(**{contract.id: [f"c{i}" for i in range(n)]})
-    pd.testing.assert_frame_equal(packaging.coherent_columns(tidy_ids, contract)[0],
+    pd.testing.assert_frame_equal(coherent_columns(tidy_ids, contract)[0],
                                   make_coherent(tidy_ids, contract)[0])
 
 
 # --- other tasks and model families (in memory: the library without the DAG) -----------------
 def _small_bundle(tmp_path: Path, task: str, family: str, contract: Contract,
                   train: pd.DataFrame, validation: pd.DataFrame,
-                  min_frequency: float | None = None) -> packaging.Bundle:
+                  min_frequency: float | None = None) -> Bundle:
     fp = params.load("featurize", ROOT / "params.yaml")
     if min_frequency is not None:
         fp = fp.model_copy(update={"min_frequency": min_frequency})
@@ -348,13 +366,13 @@ def _small_bundle(tmp_path: Path, task: str, family: str, contract: Contract,
     model.fit(featurizer.transform(frame), y)
     pp = params.load("package", ROOT / "params.yaml")
     text = yaml.safe_dump(contract.model_dump()).encode()
-    files = packaging.build_files(
+    files = build.build_files(
         name="test", task=task, contract_text=text, featurizer=featurizer, model=model,
         derived=fp.derived, threshold=0.3 if task == "binary" else None, train=train,
         validation=validation, scores={}, split_summary={}, lineage_info={},
         card=pp.card.model_dump(), opset=pp.onnx_opset,
         tolerance=pp.tolerance, unknown_category="accept", bins=5)
-    packaging.write_bundle(tmp_path / task / family, files, {})
+    store.write_bundle(tmp_path / task / family, files, {})
     return load_bundle(tmp_path / task / family)
 
 
@@ -382,11 +400,11 @@ def test_every_task_and_family_packages_with_agreeing_engines(
     train = io.read_parquet(reproduced / "data/processed/train.parquet").head(600)
     validation = io.read_parquet(reproduced / "data/processed/validation.parquet").head(200)
     bundle = _small_bundle(tmp_path, task, family, contract, train, validation, min_frequency)
-    checked = pd.concat([validation, packaging.edge_rows(validation, contract)],
+    checked = pd.concat([validation, parity.edge_rows(validation, contract)],
                         ignore_index=True)
-    report = packaging.compare_engines(bundle, checked, 1e-4)
+    report = parity.compare_engines(bundle, checked, 1e-4)
     assert report["ok"], report
-    assert packaging.compare_paths(bundle, validation)["ok"]
+    assert parity.compare_paths(bundle, validation)["ok"]
     answer = bundle.predict(validation)
     if task == "regression":
         assert list(answer.columns) == ["prediction"] and answer["prediction"].between(0, 200).all()

@@ -71,7 +71,7 @@ def test_one_record_and_a_list_are_answered_and_recorded(api: Server, rows, bund
 
 
 def test_api_answers_like_batch_scoring_of_the_same_rows(api: Server, rows, bundle):
-    from lifecycle.packaging import load_bundle
+    from lifecycle.packaging.runtime import load_bundle
 
     sample = rows[:50]
     answers = httpx.post(f"{api.url}/predict", json=sample).json()

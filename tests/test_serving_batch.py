@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lifecycle.packaging import load_bundle
+from lifecycle.packaging.runtime import load_bundle
 from tests.conftest import run
 from tests.helpers_serving import ROOT
 

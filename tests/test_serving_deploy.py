@@ -137,7 +137,7 @@ def test_shadow_scores_every_request_but_only_the_champion_answers(bundle: Path,
 
 
 def test_the_sklearn_engine_answers_like_onnx(bundle: Path, customers, tmp_path: Path):
-    from lifecycle.packaging import load_bundle
+    from lifecycle.packaging.runtime import load_bundle
 
     deployment = {"name": "sklearn-test", "engine": "sklearn",
                   "variants": {"main": {"bundle": str(bundle)}}}

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lifecycle import features, io, models, params
+from lifecycle import features, io, models, params, persistence
 from lifecycle.contract import load_contract
 from tests.helpers_stages import assert_one_error_line, run_stage_process, stage_dir
 
@@ -32,7 +32,7 @@ def tables(featurized, scale: str | None = None):
     """(featurizer, X, y, X_val, y_val): the stage's own, or refitted with another scale."""
     root = featurized
     if scale is None:
-        featurizer = features.load(root / "models" / "featurizer.skops")
+        featurizer = persistence.load(root / "models" / "featurizer.skops")
         X, y = features.split_target(io.read_parquet(root / "data" / "features" / "train.parquet"))
         X_val, y_val = features.split_target(
             io.read_parquet(root / "data" / "features" / "validation.parquet"))
@@ -88,7 +88,7 @@ def test_each_family_trains_saves_and_converts_to_onnx(featurized, family):
     assert report["validation"]["roc_auc"] > 0.8  # the naive baseline scores 0.5
     assert report["hyperparameters"] == train_params(featurized, family).hyperparameters()
 
-    reloaded = features.loads(features.dumps(model))  # (a forest sums its trees in thread
+    reloaded = persistence.loads(persistence.dumps(model))  # (a forest sums its trees in thread
     np.testing.assert_allclose(reloaded.predict_proba(X_val),  # order: last-bit differences)
                                model.predict_proba(X_val), rtol=1e-12, atol=1e-15)
 
@@ -193,7 +193,7 @@ def test_every_family_fits_other_tasks(task):
         metric = models.PRIMARY_METRIC[task]
         assert report["metric"] == metric and np.isfinite(report["validation"][metric])
         assert report["class_weight"] is (None if task == "regression" else "balanced")
-        reloaded = features.loads(features.dumps(model))
+        reloaded = persistence.loads(persistence.dumps(model))
         if task == "regression":
             np.testing.assert_allclose(reloaded.predict(X), model.predict(X), rtol=1e-12)
         else:

@@ -88,7 +88,7 @@ def _expected(exc: Exception) -> bool:
     """Errors the user must fix (bad file, tampered bundle, bad deployment, DB down)."""
     import sqlalchemy as sa
 
-    from lifecycle.packaging import BundleError
+    from lifecycle.packaging.store import BundleError
 
     return isinstance(exc, StageError | BundleError | sa.exc.SQLAlchemyError)
 

@@ -172,7 +172,7 @@ def run(bundle_path: str | Path, input_path: str | Path, output: str | Path,
         rejects: str | Path | None = None, chunk_rows: int = 50_000,
         engine: str = "onnx") -> str:
     """Load the bundle (manifest checked) and score the file; returns the summary line."""
-    from lifecycle.packaging import load_bundle
+    from lifecycle.packaging.runtime import load_bundle
 
     bundle = load_bundle(bundle_path)
     start = time.perf_counter()

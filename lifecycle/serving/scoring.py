@@ -82,7 +82,7 @@ def load_scorer(path: str | Path, engine: str = "onnx") -> Scorer:
     """Load a bundle (every file checked against its manifest: a tampered bundle raises
     BundleError) with one ONNX thread: a request is a few rows, and parallel requests
     already keep the cores busy."""
-    from lifecycle.packaging import load_bundle
+    from lifecycle.packaging.runtime import load_bundle
 
     return Scorer(load_bundle(path, threads=1), engine)
 
