@@ -78,7 +78,7 @@ def _expected(exc: Exception) -> bool:
     import redis
     import sqlalchemy as sa
 
-    from lifecycle.packaging import BundleError
+    from lifecycle.packaging.store import BundleError
 
     return isinstance(exc, redis.RedisError | sa.exc.SQLAlchemyError | BundleError)
 
