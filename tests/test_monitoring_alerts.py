@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from lifecycle.errors import ParamsError
-from lifecycle.monitoring.alerts import at_least, deliver, evaluate_rules
+from lifecycle.monitoring.alerts import at_least, deliver, evaluate_rules, exposition
 from lifecycle.params import AlertRule, AlertsParams, Section, Webhook, load
 from tests.conftest import ROOT
 from tests.helpers_monitoring import check, window
@@ -204,3 +204,26 @@ def test_two_rules_with_one_name_are_refused(tmp_path) -> None:
         "fail_on": "never", "webhooks": [], "rules": [twice, twice]}}}))
     with pytest.raises(ParamsError, match=r"monitor\.alerts: .*rule names repeat: \['r'\]"):
         load("monitor", tmp_path / "params.yaml", model=_MonitorAlertsOnly)
+
+
+def test_the_run_for_prometheus_holds_the_latest_window_and_its_alerts() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = exposition({"windows": WINDOWS, "alerts": ALERTS}, now=1_700_000_000).decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[("monitoring_last_run_timestamp_seconds", ())] == 1_700_000_000
+    assert samples[("monitoring_windows_judged", ())] == 3
+    assert samples[("monitoring_alerts_fired", (("severity", "warning"),))] == 3
+    assert samples[("monitoring_alerts_fired", (("severity", "critical"),))] == 0
+    latest = WINDOWS[-1]["checks"]
+    assert samples[("monitoring_check_value", (("check", "performance"),
+                                               ("statistic", "roc_auc"),
+                                               ("target", "roc_auc")))] == latest[1]["value"]
+    assert samples[("monitoring_check_drift", (("check", "data_drift"),
+                                               ("target", "tenure")))] == 0  # insufficient
+    active = [dict(ls) for (n, ls), v in samples.items() if n == "monitoring_alert" and v == 1]
+    assert active == [{"rule": "auc", "check": "performance", "target": "roc_auc",
+                       "severity": "warning"}]  # window 2's alert; window 1's are history
+    empty = exposition({"windows": [], "alerts": []}).decode()
+    assert "monitoring_windows_judged 0.0" in empty

@@ -3,7 +3,9 @@
 `evaluate_rules` turns windows of check results into alerts; `deliver` POSTs each alert as JSON
 to each webhook, with a timeout, bounded retries and exponential backoff, and returns a report
 in which every alert/webhook pair is either delivered or failed with its reason: nothing is
-dropped silently. The formats (window, CheckResult, Alert) are in docs/monitoring.md.
+dropped silently. `exposition` gives the run to Prometheus (a textfile for node_exporter, or
+any file server it scrapes), where deploy/prometheus/rules.yml alerts on it too. The formats
+(window, CheckResult, Alert) are in docs/monitoring.md.
 """
 
 from __future__ import annotations
@@ -192,3 +194,47 @@ def _expand_env(url: str) -> str:
 
 def _first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else ""
+
+
+# --- Prometheus ----------------------------------------------------------------------------
+def exposition(results: Mapping, now: float | None = None) -> bytes:
+    """A monitoring run in Prometheus' text format: the latest window's check values and
+    verdicts, its alerts (severity as a label), alert counts over the run, and when it ran.
+
+    Write it where node_exporter's textfile collector reads (`*.prom`) and the rules
+    MonitoringAlert / MonitoringStale in deploy/prometheus/rules.yml see it."""
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+    registry = CollectorRegistry(auto_describe=True)
+
+    def gauge(name: str, help_: str, labels: Sequence[str] = ()) -> Gauge:
+        return Gauge(name, help_, labels, registry=registry)
+
+    windows = sorted(results.get("windows", []), key=lambda w: w["index"])
+    alerts = results.get("alerts", [])
+    gauge("monitoring_last_run_timestamp_seconds", "when this monitoring run finished").set(
+        time.time() if now is None else now)
+    gauge("monitoring_windows_judged", "windows judged in the run").set(len(windows))
+    total = gauge("monitoring_alerts_fired", "alerts over all windows of the run",
+                  ["severity"])
+    for severity in SEVERITIES:
+        total.labels(severity).set(sum(a["severity"] == severity for a in alerts))
+    if not windows:
+        return generate_latest(registry)
+    latest = windows[-1]
+    gauge("monitoring_latest_window_rows", "rows in the latest window").set(latest.get("n", 0))
+    values = gauge("monitoring_check_value", "the latest window's statistic per check/target",
+                   ["check", "target", "statistic"])
+    drift = gauge("monitoring_check_drift", "1 when the latest window's verdict is drift",
+                  ["check", "target"])
+    for result in latest["checks"]:
+        values.labels(result["check"], result["target"], result["statistic"]).set(
+            result["value"])
+        drift.labels(result["check"], result["target"]).set(result["verdict"] == "drift")
+    active = gauge("monitoring_alert", "1 for each alert on the latest window",
+                   ["rule", "check", "target", "severity"])
+    for alert in alerts:
+        if alert["window"] == latest["index"]:
+            active.labels(alert["rule"], alert["check"], alert["target"],
+                          alert["severity"]).set(1)
+    return generate_latest(registry)
