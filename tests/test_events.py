@@ -212,6 +212,58 @@ def test_redelivered_events_are_recorded_once_and_outcomes_join_by_request_id(
     client.delete(streams.requests, streams.answers, streams.dead_letter, streams.feedback)
 
 
+def test_column_path_gives_the_record_paths_verdicts_and_answers(redis_server, bundle, rows,
+                                                                  tmp_path):
+    """A micro-batch checked and scored as columns answers, rejects and records exactly as
+    the record path (the API's) does on the same events."""
+    from lifecycle.events.broker import RedisBroker
+    from lifecycle.events.producer import add, payloads_of
+    from lifecycle.events.recorder import Recorder
+    from lifecycle.events.worker import Streams
+    from lifecycle.events.worker import Worker as EventWorker
+    from lifecycle.serving.scoring import load_scorer
+
+    fields = signature_of(bundle)["fields"]
+    bounded = next(f for f in fields if f["type"] in ("int", "float") and f.get("min") is not None)
+    required = next(f["name"] for f in fields if not f["nullable"] and f["type"] != "string")
+    category = next(f for f in fields if f["type"] == "category" and f.get("allowed"))
+    events = [dict(r) for r in rows[:300]]
+    events[5][bounded["name"]] = bounded["min"] - 1                     # out of range
+    events[6][required] = None                                          # missing required
+    events[7][category["name"]] = f"  {category['allowed'][0].upper()} "  # untidy spelling
+    client, scorer = redis_server.client, load_scorer(bundle)
+    streams = Streams("parity:requests", "parity:answers", "parity:dead", "parity:feedback")
+    add(client, streams.requests, payloads_of(events))
+    outcome = {}
+    for fast in (True, False):
+        registry = f"sqlite:///{tmp_path / f'{fast}.sqlite'}"
+        recorder = Recorder(registry)
+        broker = RedisBroker(redis_server.direct_url, [streams.requests, streams.feedback],
+                             f"fast-{fast}", "w")
+        worker = EventWorker(broker, scorer, recorder, streams, batch=100, block_ms=10,
+                             fast=fast)
+        while worker.step():
+            pass
+        recorder.close()
+        broker.close()
+        assert worker.progress.fast_batches == (3 if fast else 0)
+        stored = registry_rows(registry).set_index("request_id").sort_index()
+        stored["inputs"] = stored["inputs"].map(orjson.loads)
+        outcome[fast] = stored.drop(columns=["created_at", "latency_ms", "engine"])
+    pd.testing.assert_frame_equal(outcome[True], outcome[False])
+    assert len(outcome[True]) == 298
+    answers = [a for a in stream_data(client, streams.answers).values()]
+    by_path = {}
+    for a in answers:
+        by_path.setdefault(a["request_id"], []).append((a["prediction"], a["probability"]))
+    assert all(len(v) == 2 and v[0] == v[1] for v in by_path.values())
+    dead = stream_data(client, streams.dead_letter)
+    reasons = sorted(d["reason"] for d in dead.values())
+    assert reasons == sorted([f"out_of_range:{bounded['name']}"] * 2
+                             + [f"missing_required:{required}"] * 2)
+    client.delete(*vars(streams).values())
+
+
 # --- collect from a stream -----------------------------------------------------------------
 def read_customers(db: Path) -> pd.DataFrame:
     with sqlite3.connect(db) as con:

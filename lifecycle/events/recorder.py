@@ -17,6 +17,8 @@ from lifecycle.serving.registry import feedback, make_engine, metadata, predicti
 
 log = logging.getLogger("lifecycle.events")
 
+COLUMNS = tuple(c.name for c in predictions.columns)  # the order of a prediction row tuple
+
 
 class Recorder:
     """Writes prediction and feedback rows in one transaction per micro-batch, skipping rows
@@ -43,13 +45,22 @@ class Recorder:
                                                   name="registry-checkpoint", daemon=True)
             self._checkpointer.start()
 
-    def write(self, prediction_rows: list[dict], feedback_rows: list[dict]) -> list[str]:
-        """Commit the rows (skipping repeats); returns the reasons feedback rows were refused,
-        in order (None: recorded): no prediction with that request id, or another outcome
-        already recorded for it."""
+    def write(self, prediction_rows: list[tuple], feedback_rows: list[dict]) -> list[str]:
+        """Commit the rows (skipping repeats): predictions as tuples in `COLUMNS` order,
+        feedback as dicts. Returns the reasons feedback rows were refused, in order (None:
+        recorded): no prediction with that request id, or another outcome already recorded
+        for it."""
         refused: list[str | None] = [None] * len(feedback_rows)
         with self.engine.begin() as connection:
-            self._insert(connection, predictions, prediction_rows)
+            if prediction_rows:
+                sql, order = self._statements[predictions.name]
+                if order is None:
+                    prediction_rows = [dict(zip(COLUMNS, r, strict=True))
+                                       for r in prediction_rows]
+                elif tuple(order) != COLUMNS:
+                    where = [COLUMNS.index(k) for k in order]
+                    prediction_rows = [tuple(r[i] for i in where) for r in prediction_rows]
+                connection.exec_driver_sql(sql, prediction_rows)
             if feedback_rows:
                 ids = list({r["request_id"] for r in feedback_rows})
                 known = {r[0] for r in connection.execute(

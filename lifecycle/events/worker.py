@@ -4,8 +4,10 @@ For each micro-batch of events (up to `batch` at a time):
 
 1. each request event's `data` field is read as one JSON record, as one record of a /predict
    body: bounded in size, an object, no field outside the bundle's signature (and the id);
-2. the records are checked against the bundle's contract and scored, in one bundle call each
-   (`Scorer.check`, `Scorer.score`: the API's and batch scoring's code);
+2. the records are checked against the bundle's contract and scored, the whole batch as
+   columns (`columns.ColumnPath`: the bundle's own checks and ONNX feed, as batch scoring
+   runs them) or, when a batch holds what only the record path can judge, record by record
+   (`Scorer.check`, `Scorer.score`: the API's code); both give the same verdicts and answers;
 3. the predictions, and the outcomes read from the feedback stream, are committed to the
    inference registry in one transaction, keyed by event id, so an event delivered twice is
    recorded once;
@@ -25,6 +27,7 @@ Events (field `data`, JSON): a request is one record, e.g. {"tenure": 12, ...}; 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import socket
@@ -32,10 +35,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import orjson
 
 from lifecycle.contract import mask
 from lifecycle.events.broker import Broker, Event
+from lifecycle.events.columns import ColumnPath
+from lifecycle.events.recorder import COLUMNS
 
 log = logging.getLogger("lifecycle.events")
 
@@ -62,6 +68,7 @@ class Progress:
     feedback: int = 0
     claimed: int = 0
     batches: int = 0
+    fast_batches: int = 0  # batches the column path took (the rest went record by record)
     reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -79,7 +86,7 @@ class Worker:
     def __init__(self, broker: Broker, scorer, recorder, streams: Streams, *,
                  batch: int = 1000, block_ms: int = 50, claim_idle_ms: int = 30_000,
                  max_event_bytes: int = MAX_EVENT_BYTES, deployment: str = "events",
-                 log_every: float = 10.0):
+                 log_every: float = 10.0, fast: bool = True):
         self.broker, self.scorer, self.recorder, self.streams = broker, scorer, recorder, streams
         self.batch, self.block_ms = batch, block_ms
         self.claim_idle_ms, self.max_event_bytes = claim_idle_ms, max_event_bytes
@@ -91,6 +98,8 @@ class Worker:
         labels = scorer.outcome_values()
         self.outcomes = set(labels) if labels is not None else None
         self.progress = Progress()
+        self.columns = ColumnPath(scorer.bundle) if fast and scorer.engine == "onnx" else None
+        self._fast = False
         self._last_claim = 0.0
         self._last_log = time.monotonic()
         self._logged = Progress()
@@ -125,24 +134,27 @@ class Worker:
         """Steps 1-5 of the module docstring for these events."""
         received = time.perf_counter()
         dead: list[bytes] = []
-        records, request_ids, notes, note_events = [], [], [], []
+        payloads, request_ids, notes, note_events = [], [], [], []
         for stream, event_id, fields in events:
+            data = fields.get(DATA)
             if stream == self.streams.feedback:
-                note, reason = self._outcome(fields.get(DATA))
+                note, reason = self._outcome(data)
                 if reason:
-                    dead.append(self._dead(stream, event_id, reason, fields.get(DATA)))
+                    dead.append(self._dead(stream, event_id, reason, data))
                 else:
                     notes.append(note)
-                    note_events.append((stream, event_id, fields.get(DATA)))
-                continue
-            record, reason = self._record(fields.get(DATA))
-            if reason:
-                dead.append(self._dead(stream, event_id, reason, fields.get(DATA)))
+                    note_events.append((stream, event_id, data))
+            elif data is None:
+                dead.append(self._dead(stream, event_id, "missing_field:data (the event holds "
+                                       "no 'data' field)", data))
+            elif len(data) > self.max_event_bytes:
+                dead.append(self._dead(stream, event_id, f"oversize: {len(data)} bytes > "
+                                       f"{self.max_event_bytes}", data))
             else:
-                records.append(record)
+                payloads.append(data)
                 request_ids.append(event_id)
 
-        rows, answers = self._score(records, request_ids, received, dead)
+        rows, answers = self._score(payloads, request_ids, received, dead)
         refused = self.recorder.write(rows, notes)
         for (stream, event_id, data), reason in zip(note_events, refused, strict=True):
             if reason:
@@ -156,14 +168,96 @@ class Worker:
         p.dead_letters += len(dead)
         p.feedback += len(notes) - sum(r is not None for r in refused)
         p.batches += 1
+        p.fast_batches += self._fast
 
     # --- the parts --------------------------------------------------------------------------
-    def _record(self, data: bytes | None) -> tuple[dict | None, str | None]:
+    def _score(self, payloads: list[bytes], request_ids: list[str], received: float,
+               dead: list[bytes]) -> tuple[list[dict], list[bytes]]:
+        """(registry rows, answer payloads) of the records that meet the contract; the
+        others join `dead` with their reasons. A batch goes through the column path when it
+        can (`columns.ColumnPath`), else record by record (the API's path)."""
+        self._fast = False
+        if not payloads:
+            return [], []
+        fast = self.columns.run(payloads) if self.columns else None
+        if fast is None:
+            return self._score_records(payloads, request_ids, received, dead)
+        self._fast = True
+        columns, ok, reasons, results = fast
+        for i, reason in reasons.items():
+            dead.append(self._dead(self.streams.requests, request_ids[i], reason, payloads[i]))
+        kept = np.flatnonzero(ok)
+        ids = [request_ids[i] for i in kept] if reasons else request_ids
+        values = {}
+        chosen = kept if reasons else slice(None)
+        for f in self.columns.fields:  # plain JSON values again, as the record path holds
+            null, column = columns[f.name]
+            null, column = null[chosen], column[chosen]
+            if f.type in ("int", "float"):
+                column = (np.where(null, 0, column).astype(np.int64) if f.type == "int"
+                          else column).astype(object)
+                column[null] = None
+            column = column.tolist()
+            values[f.name] = mask(column) if f.name in self.personal else column
+        names = list(values)
+        inputs = [orjson.dumps(dict(zip(names, row, strict=True))).decode()
+                  for row in zip(*values.values(), strict=True)]
+        routing = (values[self.id_column] if self.id_column in self.personal
+                   else mask(values[self.id_column])) if self.id_column in values \
+            else [None] * len(ids)
+        predictions = results["prediction"].tolist() if len(ids) else []
+        probabilities = (results["probability"].tolist() if "probability" in results
+                         else [None] * len(ids))
+        return self._rows(ids, inputs, routing, predictions, probabilities, "onnx", received)
+
+    def _score_records(self, payloads: list[bytes], request_ids: list[str], received: float,
+                       dead: list[bytes]) -> tuple[list[dict], list[bytes]]:
+        """The record path: each payload parsed and checked on its own, as /predict does."""
+        records, ids, raw = [], [], []
+        for event_id, data in zip(request_ids, payloads, strict=True):
+            record, reason = self._record(data)
+            if reason:
+                dead.append(self._dead(self.streams.requests, event_id, reason, data))
+            else:
+                records.append(record)
+                ids.append(event_id)
+                raw.append(data)
+        if not records:
+            return [], []
+        ok, reasons = self.scorer.check(records)
+        for i, reason in reasons.items():
+            dead.append(self._dead(self.streams.requests, ids[i], reason, raw[i]))
+        if reasons:
+            ids = [r for i, r in enumerate(ids) if i not in reasons]
+        results, engine = self.scorer.score(ok) if ok else ([], self.scorer.engine)
+        routing = [mask([r[self.id_column]])[0] if r.get(self.id_column) is not None else None
+                   for r in ok]
+        return self._rows(ids, [self._masked(r) for r in ok], routing,
+                          [r["prediction"] for r in results],
+                          [r.get("probability") for r in results], engine, received)
+
+    def _rows(self, ids, inputs, routing, predictions, probabilities, engine: str,
+              received: float) -> tuple[list[tuple], list[bytes]]:
+        """(registry rows in `recorder.COLUMNS` order, answer payloads)."""
+        latency_ms = (time.perf_counter() - received) * 1000
+        now, version, deployment = time.time(), self.scorer.version, self.deployment
+        values = {"request_id": ids, "role": "served", "created_at": now,
+                  "deployment": deployment, "strategy": "single", "variant": "main",
+                  "model_version": version, "engine": engine, "routing_key": routing,
+                  "inputs": inputs, "prediction": [str(p) for p in predictions],
+                  "probability": probabilities, "latency_ms": latency_ms}
+        rows = list(zip(*(values[c] if isinstance(values.get(c), list) else
+                          itertools.repeat(values.get(c)) for c in COLUMNS), strict=False))
+        dumps = orjson.dumps
+        answers = [dumps({"request_id": rid, "prediction": prediction,
+                          "probability": probability, "model_version": version,
+                          "variant": "main"})
+                   for rid, prediction, probability in zip(ids, predictions, probabilities,
+                                                           strict=True)]
+        return rows, answers
+
+    def _record(self, data: bytes) -> tuple[dict | None, str | None]:
         """(the record, None) or (None, why it is no record)."""
-        if data is None:
-            return None, "missing_field:data (the event holds no 'data' field)"
-        if len(data) > self.max_event_bytes:
-            return None, f"oversize: {len(data)} bytes > {self.max_event_bytes}"
         try:
             record = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
@@ -201,37 +295,6 @@ class Worker:
         elif str(outcome) not in self.outcomes or not isinstance(outcome, str | int):
             return None, f"unknown_category:outcome (one of {sorted(self.outcomes)})"
         return {"request_id": rid, "received_at": time.time(), "outcome": str(outcome)}, None
-
-    def _score(self, records: list[dict], request_ids: list[str], received: float,
-               dead: list[bytes]) -> tuple[list[dict], list[bytes]]:
-        """(registry rows, answer payloads) of the records that meet the contract; the
-        others join `dead` with their reasons."""
-        if not records:
-            return [], []
-        ok, reasons = self.scorer.check(records)
-        for i, reason in reasons.items():
-            dead.append(self._dead(self.streams.requests, request_ids[i], reason,
-                                   orjson.dumps(records[i])))
-        if reasons:
-            request_ids = [r for i, r in enumerate(request_ids) if i not in reasons]
-        results, engine = self.scorer.score(ok) if ok else ([], self.scorer.engine)
-        latency_ms = (time.perf_counter() - received) * 1000
-        now, version = time.time(), self.scorer.version
-        rows, answers = [], []
-        for rid, record, result in zip(request_ids, ok, results, strict=True):
-            prediction, probability = result["prediction"], result.get("probability")
-            key = record.get(self.id_column)
-            rows.append({"request_id": rid, "role": "served", "created_at": now,
-                         "deployment": self.deployment, "strategy": "single",
-                         "variant": "main", "model_version": version, "engine": engine,
-                         "routing_key": mask([key])[0] if key is not None else None,
-                         "inputs": self._masked(record), "prediction": str(prediction),
-                         "probability": probability, "latency_ms": latency_ms})
-            answers.append(orjson.dumps({"request_id": rid, "prediction": prediction,
-                                         "probability": probability,
-                                         "model_version": version, "variant": "main"},
-                                        option=orjson.OPT_SERIALIZE_NUMPY))
-        return rows, answers
 
     def _masked(self, record: dict) -> str:
         if self.personal:
