@@ -23,10 +23,7 @@ import numpy as np
 
 from lifecycle import features
 
-try:  # packaging as a package (lifecycle/packaging/rows.py)
-    from lifecycle.packaging.rows import coherent_value
-except ImportError:  # packaging as one module
-    from lifecycle.packaging import _coherent_value as coherent_value
+from lifecycle.packaging.rows import coherent_value
 
 ARROW_TYPES = {"int": "int64", "float": "float64", "string": "string", "category": "string"}
 _EXACT_INT = 2**53  # beyond this an int is not exact as float64: the record path decides
@@ -46,7 +43,7 @@ class ColumnPath:
         self._parse = pj.ParseOptions(explicit_schema=schema, newlines_in_values=False,
                                       unexpected_field_behavior="error")
         self._read = pj.ReadOptions(use_threads=False, block_size=1 << 26)
-        self._decide = getattr(bundle, "decide", None) or bundle._decide
+        self._decide = bundle.decide
         self._wanted = bundle._value_columns
 
     def run(self, payloads: list[bytes]):
