@@ -22,7 +22,6 @@ import io
 import numpy as np
 
 from lifecycle import features
-
 from lifecycle.packaging.rows import coherent_value
 
 ARROW_TYPES = {"int": "int64", "float": "float64", "string": "string", "category": "string"}
