@@ -51,19 +51,16 @@ def _present(values: pd.Series) -> pd.Series:
 
 
 def _as_type(values: pd.Series, spec: ColumnSpec) -> pd.Series:
-    if spec.type in ("int", "float"):
-        numbers = pd.to_numeric(values, errors="coerce")
-        if spec.type == "float":
-            return numbers.astype("float64")
-        whole = numbers.where(numbers.isna() | (numbers == np.round(numbers)))
-        return whole.astype("Int64")
+    if spec.type == "int":
+        return _as_int(values)
+    if spec.type == "float":
+        return _as_float(values)
     if spec.type == "bool":
         text = values.astype("string").str.lower()
         return text.map(lambda v: True if v in _TRUE else False if v in _FALSE else pd.NA,
                         na_action="ignore").astype("boolean")
     if spec.type == "datetime":
-        stamps = pd.to_datetime(values, errors="coerce", format="mixed", utc=True)
-        return stamps.dt.tz_localize(None).astype("datetime64[us]")
+        return parse_datetimes(values, spec)[0]
     text = values.astype("string")
     if spec.type == "category" and spec.allowed:
         canonical = {spelling_key(a): a for a in spec.allowed}
@@ -71,6 +68,82 @@ def _as_type(values: pd.Series, spec: ColumnSpec) -> pd.Series:
         fixes = {u: canonical.get(spelling_key(u), u) for u in uniques}
         text = text.map(fixes, na_action="ignore").astype("string")
     return text
+
+
+def _as_float(values: pd.Series) -> pd.Series:
+    """Finite float64; text that is not a number, inf, nan, or a true/false becomes null."""
+    if values.dtype.kind == "b":
+        return pd.Series(np.nan, index=values.index)
+    numbers = pd.to_numeric(values, errors="coerce") if values.dtype.kind not in "iuf" \
+        else values
+    numbers = numbers.astype("float64")
+    return numbers.where(np.isfinite(numbers))
+
+
+_INT64 = (-(2**63), 2**63)   # [low, high): exactly representable as float64 too
+
+
+def _as_int(values: pd.Series) -> pd.Series:
+    """Int64; anything not a whole number that fits in 64 bits becomes null (then quarantined as
+    wrong_type): '1e20', '9223372036854775808', 'inf', 'nan', '12.5', true/false."""
+    if values.dtype.kind == "b":
+        return pd.Series(pd.NA, index=values.index, dtype="Int64")
+    if values.dtype.kind in "iu":
+        fits = (values >= _INT64[0]) & (values <= 2**63 - 1) if values.dtype.kind == "u" \
+            else pd.Series(True, index=values.index)
+        return values.where(fits).astype("Int64") if not fits.all() else values.astype("Int64")
+    if values.dtype.kind == "f":
+        whole = np.isfinite(values) & (values == np.round(values)) \
+            & (values >= _INT64[0]) & (values < _INT64[1])
+        return values.where(whole).astype("Int64")
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)   # few distinct values
+    parsed = pd.array([_int_or_na(u) for u in uniques], dtype="Int64")
+    return pd.Series(pd.api.extensions.take(parsed, codes, allow_fill=True), index=values.index)
+
+
+def _int_or_na(value):
+    """An exact int from text ('0042', '+7', '12.0', '1e3'), or NA."""
+    if isinstance(value, bool):
+        return pd.NA
+    text = str(value).strip()
+    try:
+        number = int(text)
+    except ValueError:
+        try:
+            real = float(text)
+        except ValueError:
+            return pd.NA
+        # beyond 2**53 a float is no longer an exact integer: refuse rather than round
+        if not (np.isfinite(real) and real == round(real) and abs(real) <= 2**53):
+            return pd.NA
+        number = int(real)
+    return number if _INT64[0] <= number < _INT64[1] else pd.NA
+
+
+DEFAULT_DATE_FORMATS = ("ISO8601",)
+
+
+def parse_datetimes(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Series]:
+    """Naive-UTC datetimes read with the contract's format(s) (ISO 8601 by default; a naive
+    time is taken as UTC), and the values that several formats read differently (ambiguous,
+    e.g. 09/10/2026 under both %d/%m/%Y and %m/%d/%Y). Unmatched and ambiguous values are null:
+    a date is never guessed."""
+    ambiguous = pd.Series(False, index=values.index)
+    if values.dtype.kind == "M":
+        stamps = values.dt.tz_convert("UTC").dt.tz_localize(None) \
+            if values.dt.tz is not None else values
+        return stamps.astype("datetime64[us]"), ambiguous
+    text = values.astype("string")   # an epoch number is not a date unless a format says so
+    stamps = None
+    for fmt in spec.formats or DEFAULT_DATE_FORMATS:
+        one = pd.to_datetime(text, errors="coerce", format=fmt, utc=True)
+        if stamps is None:
+            stamps = one
+            continue
+        ambiguous |= stamps.notna() & one.notna() & (stamps != one)
+        stamps = stamps.fillna(one)
+    stamps = stamps.mask(ambiguous).dt.tz_localize(None).astype("datetime64[us]")
+    return stamps, ambiguous
 
 
 def spelling_key(value: str) -> str:

@@ -1,5 +1,16 @@
 """The data contract: one YAML file that declares every column, the id, the target, the event
-time, freshness, personal data and cross-field rules. Everything else is built from it."""
+time, freshness, personal data and cross-field rules. Everything else is built from it.
+
+Column fields: `type` (int | float | bool | string | category | datetime), `nullable`,
+`allowed` (categories), `min`/`max` (numbers), `missing` (drop | impute), `role`
+(feature | metadata), and for datetime columns `format`: one strptime format or a list
+("%d/%m/%Y"; default ISO 8601). Values are typed from the source's text by the contract only:
+an id declared `string` keeps its leading zeros; an `int` is a whole number that fits in 64 bits
+(anything else, `inf`, `1e20`, `nan`, is quarantined as wrong_type); a `float` is finite; a date
+that matches no listed format, or two formats differently, is quarantined, never guessed.
+
+Rules are pandas expressions over the columns that must hold on every row; `as_of` names the
+moment `validate` judges against (`signup_date <= as_of`: no signup in the future)."""
 
 from __future__ import annotations
 
@@ -26,6 +37,20 @@ class ColumnSpec(_Strict):
     max: float | None = None
     missing: Literal["drop", "impute"] = "impute"
     role: Literal["feature", "metadata"] = "feature"
+    format: str | list[str] | None = None   # datetime only: strptime format(s); default ISO 8601
+
+    @model_validator(mode="after")
+    def _format_for_dates(self) -> ColumnSpec:
+        if self.format is not None and self.type != "datetime":
+            raise ValueError("format applies to datetime columns only")
+        if isinstance(self.format, list) and not self.format:
+            raise ValueError("format: list at least one format")
+        return self
+
+    @property
+    def formats(self) -> list[str]:
+        """The accepted date formats, in order ([] = the ISO 8601 default)."""
+        return [self.format] if isinstance(self.format, str) else list(self.format or [])
 
 
 class Target(_Strict):

@@ -40,7 +40,25 @@ def read_sample(path: str) -> pd.DataFrame:
     frame = read_files(FilesSource(kind="files", path=path))
     if frame.empty:
         raise StageError(f"{path} holds no rows to draft a contract from")
-    return frame
+    return guess_types(frame)
+
+
+def guess_types(frame: pd.DataFrame) -> pd.DataFrame:
+    """collect keeps a text file's values as text; a draft guesses which text columns hold
+    numbers (never one with a leading zero, like an id `0042`: that stays text)."""
+    out = frame.copy()
+    for name, values in frame.items():
+        if not isinstance(values.dtype, pd.StringDtype):
+            continue
+        present = values.dropna()
+        numbers = pd.to_numeric(present, errors="coerce")
+        if len(present) and numbers.notna().all() and not present.str.match(r"^[+-]?0\d").any():
+            numbers = pd.to_numeric(values, errors="coerce")
+            whole = (numbers.dropna() == numbers.dropna().round()).all()
+            out[name] = numbers.astype("Int64" if whole else "float64")
+        elif len(present) and present.str.lower().isin(["true", "false"]).all():
+            out[name] = values.str.lower().map({"true": True, "false": False}).astype("boolean")
+    return out
 
 
 def column_specs(frame: pd.DataFrame) -> dict[str, ColumnSpec]:

@@ -46,8 +46,21 @@ class SqlSource(Section):
 
 class FilesSource(Section):
     kind: Literal["files"]
-    path: str  # a path or a glob: data/external/*.csv
+    path: str  # a path or a glob: data/external/*.csv (every file with the same columns)
     format: Literal["auto", "csv", "parquet", "jsonl"] = "auto"
+    encoding: str = "utf-8"  # of CSV / JSON Lines files; a line that does not decode is rejected
+    delimiter: str = Field(default=",", min_length=1, max_length=1)  # CSV only
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError as exc:
+            raise ValueError(f"unknown encoding {value!r}") from exc
+        return value
 
 
 class HttpSource(Section):
@@ -88,6 +101,7 @@ class StreamSource(Section):
 class CollectParams(Section):
     source: Annotated[SqlSource | FilesSource | HttpSource | StreamSource,
                       Field(discriminator="kind")]
+    max_rejected_share: float = Field(ge=0, le=1)  # text files: stop above this share of bad lines
 
 
 # --- validate ------------------------------------------------------------------------------
@@ -116,6 +130,7 @@ class SplitParams(Section):
     validation_size: float = Field(gt=0, lt=1)
     test_size: float = Field(gt=0, lt=1)
     seed: int
+    min_rows: int = Field(ge=1)  # every split must hold at least this many rows
 
     @model_validator(mode="after")
     def _leaves_training_rows(self) -> SplitParams:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import pandas as pd
 import pandera.pandas as pa
 
-from lifecycle.cleaning import make_coherent
+from lifecycle.cleaning import make_coherent, parse_datetimes
 from lifecycle.contract import Contract, mask
-from lifecycle.errors import StageError
+from lifecycle.errors import StageError, clip_names
 
 PANDAS_DTYPES = {"int": "Int64", "float": "float64", "bool": "boolean", "string": "string",
                  "category": "string", "datetime": "datetime64[us]"}
@@ -44,11 +44,11 @@ def check_columns(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     `extra_columns: ignore` (then it is dropped)."""
     missing = [c for c in contract.columns if c not in frame.columns]
     if missing:
-        raise StageError(f"column(s) missing from the source: {', '.join(missing)} "
+        raise StageError(f"column(s) missing from the source: {clip_names(missing)} "
                          "(declared in the contract)")
     extra = [c for c in frame.columns if c not in contract.columns]
     if extra and contract.extra_columns == "error":
-        raise StageError(f"unexpected column(s) not in the contract: {', '.join(extra)} "
+        raise StageError(f"unexpected column(s) not in the contract: {clip_names(extra)} "
                          "(declare them, or set extra_columns: ignore)")
     return frame.drop(columns=extra)
 
@@ -58,10 +58,15 @@ def judge(raw: pd.DataFrame, contract: Contract, as_of: pd.Timestamp) -> Verdict
     raw = check_columns(raw, contract)
     coherent, unreadable = make_coherent(raw, contract)
     failures: list[tuple[str, pd.Series]] = []   # (reason, rows failing), in reporting order
-    for name in contract.columns:
-        failures.append((f"wrong_type:{name}", unreadable[name]))
+    for name, spec in contract.columns.items():
+        wrong = unreadable[name]
+        if len(spec.formats) > 1:   # a date two formats read differently: say so
+            ambiguous = parse_datetimes(raw[name], spec)[1]
+            failures.append((f"ambiguous_date:{name}", ambiguous))
+            wrong = wrong & ~ambiguous
+        failures.append((f"wrong_type:{name}", wrong))
     failures += _schema_failures(coherent, contract, unreadable)
-    rule_failures = _rule_failures(coherent, contract)
+    rule_failures = _rule_failures(coherent, contract, as_of)
     future = _future_rows(coherent, contract, as_of)
     if future is not None:
         failures.append((f"future_timestamp:{contract.event_time}", future))
@@ -117,7 +122,8 @@ def _check_kind(check: str) -> str:
     return check
 
 
-def _rule_failures(coherent, contract) -> list[tuple[str, pd.Series]]:
+def _rule_failures(coherent, contract, as_of) -> list[tuple[str, pd.Series]]:
+    """Rows breaking each rule; a rule may compare with `as_of` (validate's moment)."""
     out = []
     for rule in contract.rules:
         columns = contract.rule_columns(rule)
@@ -125,7 +131,7 @@ def _rule_failures(coherent, contract) -> list[tuple[str, pd.Series]]:
         numeric = coherent[columns].astype({c: "float64" for c in columns
                                             if str(coherent[c].dtype) in ("Int64", "boolean")})
         try:
-            holds = numeric.eval(rule.check).astype(bool)
+            holds = numeric.eval(rule.check, resolvers=({"as_of": as_of},)).astype(bool)
         except Exception as exc:  # noqa: BLE001 - a broken rule is a contract error
             raise StageError(f"contract rule '{rule.name}' cannot be evaluated: {exc}") from exc
         out.append((f"rule:{rule.name}", judged & ~holds))
@@ -143,8 +149,8 @@ def _scores(raw, coherent, unreadable, contract, as_of, failures, rule_failures,
     n = max(len(raw), 1)
     value_failure = pd.Series(False, index=raw.index)
     for reason, rows in failures:
-        if reason.split(":")[0] in ("wrong_type", "out_of_range", "unknown_category",
-                                    "future_timestamp"):
+        if reason.split(":")[0] in ("wrong_type", "ambiguous_date", "out_of_range",
+                                    "unknown_category", "future_timestamp"):
             value_failure |= rows
     nulls = coherent[list(contract.columns)].isna() & ~unreadable[list(contract.columns)]
     null_share = (nulls.sum() / n).round(6)

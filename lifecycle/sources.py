@@ -1,7 +1,10 @@
 """Where raw data comes from: SQL (via SQLAlchemy), files (CSV, Parquet, JSON Lines), HTTP JSON,
 a Redis stream of events.
 
-Each reader returns a DataFrame exactly as the source holds it; judging it is `validate`'s job.
+Each reader returns the rows exactly as the source holds them; judging them is `validate`'s job.
+Text files are read strictly (lifecycle.textfiles): values stay text for the contract to type,
+and a line that is not a well-formed row is rejected with its file, line and reason, never
+guessed at. Every file of a glob must have the same columns.
 """
 
 from __future__ import annotations
@@ -9,22 +12,58 @@ from __future__ import annotations
 import glob
 import os
 import re
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from lifecycle.errors import StageError
+from lifecycle import textfiles
+from lifecycle.errors import StageError, clip, clip_names
 from lifecycle.params import FilesSource, HttpSource, SqlSource, StreamSource
 
+REJECTED_COLUMNS = {"file": "string", "line": "int64", "reason": "string", "text": "string"}
 
-def read_source(source: SqlSource | FilesSource | HttpSource | StreamSource) -> pd.DataFrame:
+
+@dataclass
+class Collected:
+    """The rows a source gave, and (text files) the lines rejected and the line counts."""
+
+    frame: pd.DataFrame
+    rejected: pd.DataFrame = field(default_factory=lambda: rejected_frame([]))
+    lines: Counter = field(default_factory=Counter)   # data_lines = rows + rejected, blank
+
+
+def rejected_frame(records: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(records, columns=list(REJECTED_COLUMNS)).astype(REJECTED_COLUMNS)
+
+
+def read_source(source: SqlSource | FilesSource | HttpSource | StreamSource) -> Collected:
     """Read the whole source named in params; an empty or unreadable one is a StageError."""
-    reader = {"sql": read_sql, "files": read_files, "http": read_http,
-              "stream": read_stream}[source.kind]
-    frame = reader(source)
-    if frame.empty:
-        raise StageError(f"source returned no rows: {describe(source)}")
-    return frame
+    if source.kind == "files":
+        got = collect_files(source)
+    else:
+        reader = {"sql": read_sql, "http": read_http, "stream": read_stream}[source.kind]
+        got = Collected(reader(source))
+    if got.frame.empty:
+        detail = (f" ({got.lines['rejected']} line(s) rejected, first: "
+                  f"{first_rejection(got.rejected)})" if got.lines["rejected"] else "")
+        raise StageError(f"source returned no rows: {describe(source)}{detail}")
+    return got
+
+
+def first_rejection(rejected: pd.DataFrame) -> str:
+    row = rejected.iloc[0]
+    return f"{row['file']} line {row['line']}: {row['reason']}"
+
+
+def check_rejected(got: Collected, max_share: float) -> None:
+    """Stop when more than `max_share` of the data lines were rejected."""
+    lines = got.lines["data_lines"]
+    if lines and got.lines["rejected"] / lines > max_share:
+        raise StageError(f"{got.lines['rejected']}/{lines} data lines rejected "
+                         f"({got.lines['rejected'] / lines:.4f} > collect.max_rejected_share "
+                         f"{max_share}); first: {first_rejection(got.rejected)}")
 
 
 def describe(source: SqlSource | FilesSource | HttpSource) -> dict:
@@ -58,28 +97,57 @@ def read_sql(source: SqlSource) -> pd.DataFrame:
 
 
 def read_files(source: FilesSource) -> pd.DataFrame:
+    """The rows of a file or glob (CSV and JSON Lines values as text), rejected lines aside."""
+    return collect_files(source).frame
+
+
+def collect_files(source: FilesSource) -> Collected:
+    """Read every file of the glob; each must have the first file's columns (any order)."""
     paths = sorted(glob.glob(source.path))
     if not paths:
         raise StageError(f"no file matches {source.path}")
-    frames = [_read_file(Path(p), source.format) for p in paths]
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frames, rejected, lines = [], [], Counter()
+    for path in map(Path, paths):
+        got = _read_file(path, source)
+        if frames:
+            _same_columns(frames[0], paths[0], got.frame, path)
+            got.frame = got.frame[list(frames[0].columns)]
+        frames.append(got.frame)
+        rejected += got.rejected
+        lines += got.lines
+    lines["files"] = len(paths)
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return Collected(frame, rejected_frame(rejected), lines)
 
 
-def _read_file(path: Path, fmt: str) -> pd.DataFrame:
+def _same_columns(first: pd.DataFrame, first_path: str, frame: pd.DataFrame, path: Path) -> None:
+    missing = [c for c in first.columns if c not in frame.columns]
+    extra = [c for c in frame.columns if c not in first.columns]
+    if missing or extra:
+        what = "; ".join(part for part in (
+            missing and f"column(s) missing: {clip_names(missing)}",
+            extra and f"unexpected column(s): {clip_names(extra)}") if part)
+        raise StageError(f"{path} does not have the columns of {first_path}: {what} "
+                         "(every file of collect.source.path must have the same columns)")
+
+
+def _read_file(path: Path, source: FilesSource) -> textfiles.TextRead:
+    fmt = source.format
     if fmt == "auto":
         fmt = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(
             path.suffix.lower(), "")
         if not fmt:
             raise StageError(f"cannot tell the format of {path}: use .csv, .parquet or .jsonl, "
                              "or set collect.source.format")
+    if fmt == "csv":
+        return textfiles.read_csv(path, source.encoding, source.delimiter)
+    if fmt == "jsonl":
+        return textfiles.read_jsonl(path, source.encoding)
     try:
-        if fmt == "csv":
-            return pd.read_csv(path)
-        if fmt == "parquet":
-            return pd.read_parquet(path)
-        return pd.read_json(path, lines=True, dtype=False)
+        frame = pd.read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - any parser failure is the same user problem
-        raise StageError(f"cannot read {path} as {fmt}: {_first_line(exc)}") from exc
+        raise StageError(f"cannot read {path} as parquet: {_first_line(exc)}") from exc
+    return textfiles.TextRead(frame, [], Counter(rows=len(frame), data_lines=len(frame)))
 
 
 def read_http(source: HttpSource) -> pd.DataFrame:
@@ -228,7 +296,7 @@ def _redact(url: str) -> str:
 
 
 def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return clip((str(exc).strip().splitlines() or [type(exc).__name__])[0], 200)
 
 
 def snapshot_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -245,12 +313,23 @@ def snapshot_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def manifest(source, frame: pd.DataFrame, snapshot_sha256: str) -> dict:
-    """What was collected: source, rows, columns with types, and the snapshot's content hash;
-    for a stream, also the events that held no record, each with its reason."""
+def manifest(source, got: Collected, frame: pd.DataFrame, snapshot_sha256: str) -> dict:
+    """What was collected: source, rows, what was rejected by reason (text files: data lines
+    read = rows + rejected; a stream: the events that held no record), columns with types,
+    and the snapshot's content hash."""
+    lines = ({k: int(got.lines[k]) for k in ("files", "data_lines", "rows", "rejected", "blank")}
+             if "data_lines" in got.lines else {})
+    if "data_lines" in lines and lines["data_lines"] != len(frame) + len(got.rejected):
+        raise AssertionError(f"line accounting broken: {lines} vs {len(frame)} rows")
+    events = frame.attrs.get("rejected_events", [])   # a stream: events holding no record
+    reasons = Counter(r.split(":")[0] for r in [*got.rejected["reason"],
+                                                 *(e["reason"] for e in events)])
     out = {
         "source": describe(source),
         "rows": len(frame),
+        "rows_rejected": len(got.rejected) + len(events),
+        "rejected_reasons": dict(sorted(reasons.items())),
+        **({"lines": lines} if lines else {}),
         "columns": {name: str(dtype) for name, dtype in frame.dtypes.items()},
         "sha256": snapshot_sha256,
     }

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from lifecycle.contract import Contract
-from lifecycle.errors import StageError
+from lifecycle.errors import StageError, clip
 
 SPLITS = ("train", "validation", "test")
 
@@ -36,6 +36,39 @@ def split(frame: pd.DataFrame, contract: Contract, method: str, validation_size:
             shuffled = rng.permutation(np.asarray(members))
             assignment.loc[shuffled] = _cut(len(shuffled), validation_size, test_size)
     return {name: frame[assignment == name].reset_index(drop=True) for name in SPLITS}
+
+
+def check_splits(splits: dict[str, pd.DataFrame], contract: Contract, task: str,
+                 min_rows: int) -> None:
+    """Degenerate data stops here, before any model sees it, with the numbers: every split
+    holds at least `min_rows` rows; a regression target varies; a classification target has
+    two classes or more, each present in every split."""
+    sizes = {name: len(f) for name, f in splits.items()}
+    shown = ", ".join(f"{n} {name}" for name, n in sizes.items())
+    small = [name for name, n in sizes.items() if n < min_rows]
+    if small:
+        raise StageError(f"the {small[0]} split would hold {sizes[small[0]]} rows "
+                         f"(< split.min_rows {min_rows}): {shown} from {sum(sizes.values())} "
+                         "clean rows; more data, or other split sizes")
+    target = contract.target.column
+    counts = {name: f[target].dropna().astype("string").value_counts()
+              for name, f in splits.items()}
+    total = pd.concat(list(counts.values())).groupby(level=0).sum()
+    if len(total) < 2:
+        seen = (f"{clip(total.index[0], 40)!r} in all {int(total.iloc[0])} rows with a target"
+                if len(total) else "no row has one")
+        need = "must vary for regression" if task == "regression" else \
+            f"needs at least two classes for {task} classification"
+        raise StageError(f"target {target} {need}: {seen}")
+    if task == "regression":
+        return
+    for cls in sorted(total.index):
+        per_split = {name: int(c.get(cls, 0)) for name, c in counts.items()}
+        absent = [name for name, n in per_split.items() if n == 0]
+        if absent:
+            detail = ", ".join(f"{n} {name}" for name, n in per_split.items())
+            raise StageError(f"class {clip(cls, 40)!r} of {target} is absent from the "
+                             f"{absent[0]} split ({detail}): too few rows of it to split")
 
 
 def _cut(n: int, validation_size: float, test_size: float) -> np.ndarray:

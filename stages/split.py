@@ -11,10 +11,11 @@ def main() -> str:
     args = cli.paths(__doc__, clean="clean rows", contract="data contract (YAML)",
                      outdir="folder for train/validation/test.parquet",
                      metrics="sizes and balance (JSON)")
-    p = params.load("split")
+    p, task = params.load("split"), params.load("task")
     contract = load_contract(args.contract)
     rows = io.read_parquet(args.clean)
     splits = splitting.split(rows, contract, p.method, p.validation_size, p.test_size, p.seed)
+    splitting.check_splits(splits, contract, task.type, p.min_rows)
     for name, frame in splits.items():
         io.write_parquet(frame, Path(args.outdir) / f"{name}.parquet")
     rows_out = sum(len(f) for f in splits.values())

@@ -45,19 +45,19 @@ def test_a_module_missing_from_deps_is_caught(workspace: Path) -> None:
 
 
 def test_a_params_section_missing_is_caught(workspace: Path) -> None:
-    edit_stage(workspace, "split", params=None)
+    edit_stage(workspace, "collect", params=None)
     [problem] = dag_check.check(workspace)
-    assert problem.startswith("dvc.yaml: stage 'split': params lack 'split' from params.yaml "
-                              "(read at stages/split.py:")
+    assert problem.startswith("dvc.yaml: stage 'collect': params lack 'collect' from params.yaml "
+                              "(read at stages/collect.py:")
 
 
 def test_declared_but_unused_deps_and_params_are_caught(workspace: Path) -> None:
-    edit_stage(workspace, "split", deps=[*deps_of(workspace, "split"), "lifecycle/demo.py"],
-               params=["split", "validate.as_of"])
+    edit_stage(workspace, "collect", deps=[*deps_of(workspace, "collect"), "lifecycle/demo.py"],
+               params=["collect", "validate.as_of"])
     assert sorted(dag_check.check(workspace)) == [
-        "dvc.yaml: stage 'split': deps list lifecycle/demo.py, which the stage never runs or "
+        "dvc.yaml: stage 'collect': deps list lifecycle/demo.py, which the stage never runs or "
         "imports",
-        "dvc.yaml: stage 'split': params list 'validate.as_of' from params.yaml, which the stage "
+        "dvc.yaml: stage 'collect': params list 'validate.as_of' from params.yaml, which the stage "
         "never reads"]
 
 
