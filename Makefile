@@ -29,8 +29,8 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $@
 
-bench: install                        ## wall time of each stage, the DAG, and no-op repro
-	python bench/dag.py
+bench: install                        ## the DAG vs its floors at 7k and 1M rows (BENCH_ARGS=--10m adds 10M)
+	python bench/dag.py $(BENCH_ARGS)
 
 contract: install                     ## draft a data contract from a file: make contract DATA=path
 	python -m lifecycle.draft_contract $(DATA) --output contract.draft.yaml

@@ -1,11 +1,20 @@
-"""Benchmark the DAG: each stage, the whole `dvc repro`, a no-op `dvc repro`, against floors.
+"""Benchmark the DAG against its floors, interleaved in the same run, and print the table.
 
-Floors, measured in the same run and interleaved (this machine's CPU speed drifts):
-  - the same work as one plain Python process with no DVC (every stage's main() in turn),
-  - DVC's own no-op floor: `dvc repro` of a one-stage pipeline that is up to date.
-Per stage: wall time and peak memory of its process, run on its own.
+Lines, each with its floor and ratio from this run (medians over the rounds):
+  - full `dvc repro -f` (the seed stage excluded: it stands in for your database) against
+    bench/floors/floor.py, the essential work as one plain process written independently;
+  - no-op `dvc repro` against bench/floors/dvc_shape_floor.py, DVC itself on a DAG of the same
+    shape with trivial commands;
+  - batch scoring (`python -m lifecycle.serving predict`), Parquet -> Parquet and CSV -> CSV, of
+    the clean rows, in rows per second.
+Per stage: wall and CPU seconds and peak memory of its process, run on its own.
 
-Usage: python bench/dag.py [--rows 7043 1000000] [--model logistic_regression] [--rounds 3]
+Wall time on a shared machine is noisy: CPU seconds (user + sys of the process tree) are
+printed beside it, and ratios are taken within one run. The scaled data (rows above 7,043) is
+resampled: use it for timing, never to judge a model.
+
+Usage: python bench/dag.py [--rows 7043 1000000] [--10m] [--model logistic_regression]
+                           [--rounds 3]
 """
 
 from __future__ import annotations
@@ -15,41 +24,45 @@ import json
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+FLOORS = ROOT / "bench" / "floors"
 SOURCE = ["lifecycle", "stages", "dvc.yaml", "params.yaml", "contract.yaml", ".dvc/config",
-          ".dvcignore", ".gitignore", "pyproject.toml", "bench"]
+          ".dvcignore", ".gitignore", "pyproject.toml"]
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+FLOOR_MODEL = {"logistic_regression": "lr", "random_forest": "rf"}  # what floor.py fits
 
 
-def sh(cmd: str, cwd: Path) -> float:
-    """Run a shell command; return its wall time (fail loudly)."""
+@dataclass
+class Run:
+    wall: float     # seconds
+    cpu: float      # user + sys seconds of the process and the children it waited for
+    peak_mb: float  # largest resident set of the process or one of those children
+
+
+def run(argv: list[str] | str, cwd: Path) -> Run:
+    """Run a command (a list, or a shell string); fail loudly; measure it."""
+    shell = isinstance(argv, str)
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, shell=True, env={**ENV, "PYTHONPATH": str(cwd)},
-                          capture_output=True, text=True)
-    if proc.returncode:
-        raise SystemExit(f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}")
-    return time.perf_counter() - start
-
-
-def timed_process(argv: list[str], cwd: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one child process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=cwd, env={**ENV, "PYTHONPATH": str(cwd)},
+    proc = subprocess.Popen(argv, cwd=cwd, shell=shell, env={**ENV, "PYTHONPATH": str(cwd)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
     if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"{argv} failed: {proc.stderr.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+        raise SystemExit(f"{argv} failed in {cwd}:\n{err[-3000:]}")
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
 def workspace(dest: Path, params: dict[str, object]) -> Path:
@@ -58,7 +71,7 @@ def workspace(dest: Path, params: dict[str, object]) -> Path:
         src, target = ROOT / item, dest / item
         target.parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir():
-            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__", "results"))
+            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():
             shutil.copy2(src, target)
     everything = yaml.safe_load((dest / "params.yaml").read_text())
@@ -69,93 +82,117 @@ def workspace(dest: Path, params: dict[str, object]) -> Path:
             node = node[part]
         node[key] = value
     (dest / "params.yaml").write_text(yaml.safe_dump(everything, sort_keys=False))
-    sh("git init -q && git add -A && git -c user.name=b -c user.email=b@b commit -qm bench", dest)
+    run("git init -q && git add -A && "
+        "git -c user.name=b -c user.email=b@b commit -qm bench", dest)
     return dest
 
 
-def stage_commands(ws: Path) -> dict[str, str]:
+def stage_commands(ws: Path) -> dict[str, list[str]]:
     stages = yaml.safe_load((ws / "dvc.yaml").read_text())["stages"]
-    return {name: " ".join(spec["cmd"].split()) for name, spec in stages.items()}
+    return {name: shlex.split(" ".join(spec["cmd"].split())) for name, spec in stages.items()}
 
 
-PLAIN = """
-import runpy, shlex, sys, time
-t0 = time.perf_counter()
-for cmd in {cmds!r}:
-    argv = shlex.split(cmd)
-    sys.argv = [argv[2]] + argv[3:]
-    try:
-        runpy.run_module(argv[2], run_name="__main__")
-    except SystemExit as exc:
-        if exc.code:
-            raise
-print(time.perf_counter() - t0)
-"""
+def shape_floor(ws: Path, dest: Path) -> Path:
+    """DVC's floor for a DAG shaped like the workspace's, committed and up to date."""
+    run([sys.executable, str(FLOORS / "dvc_shape_floor.py"), str(ws), str(dest)], ws)
+    return dest
 
 
-def dvc_floor(floor: Path) -> Path:
-    """A one-stage DVC project that is up to date: what any no-op `dvc repro` costs."""
-    floor.mkdir(parents=True)
-    (floor / "dvc.yaml").write_text("stages:\n  touch:\n    cmd: echo x > out.txt\n"
-                                    "    outs: [out.txt]\n")
-    sh("git init -q && dvc init -q && dvc config core.analytics false && dvc repro -q && "
-       "git add -A && git -c user.name=b -c user.email=b@b commit -qm floor", floor)
-    return floor
+def batch_inputs(ws: Path) -> dict[str, Path]:
+    """The clean rows as Parquet (as preprocess wrote them) and as CSV."""
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    parquet = ws / "data" / "interim" / "clean.parquet"
+    csv = ws / "bench-input.csv"
+    pcsv.write_csv(pq.read_table(parquet), csv)
+    return {"parquet": parquet, "csv": csv}
 
 
 def bench(rows: int, model: str, rounds: int, tmp: Path) -> dict:
-    params = {"seed_demo_source.rows": rows, "train.model": model}
-    dag_ws = workspace(tmp / f"dag-{rows}", params)
-    plain_ws = workspace(tmp / f"plain-{rows}", params)
-    floor = dvc_floor(tmp / f"floor-{rows}")
-    cmds = list(stage_commands(dag_ws).values())
-    plain_script = PLAIN.format(cmds=cmds)
-
-    result = {"rows": rows, "model": model, "dag": [], "plain": [], "noop": [], "dvc_floor": []}
-    for _ in range(rounds):  # interleaved: DAG, floor, no-op, DVC floor
-        result["dag"].append(sh("dvc repro -f -q", dag_ws))
-        # package records lineage from dvc.lock; the plain run makes identical outputs
-        shutil.copy2(dag_ws / "dvc.lock", plain_ws / "dvc.lock")
-        result["plain"].append(sh(f"{shlex.quote(sys.executable)} -c {shlex.quote(plain_script)}",
-                                  plain_ws))
-        result["noop"].append(sh("dvc repro -q", dag_ws))
-        result["dvc_floor"].append(sh("dvc repro -q", floor))
-    result["stages"] = {}
-    for name, cmd in stage_commands(dag_ws).items():
-        wall, peak = timed_process(shlex.split(cmd), dag_ws)
-        result["stages"][name] = {"seconds": round(wall, 2), "peak_mb": round(peak)}
+    ws = workspace(tmp / f"dag-{rows}", {"seed_demo_source.rows": rows, "train.model": model})
+    run("dvc repro -q", ws)  # seeds the source (untimed) and warms the caches
+    floor_dvc = shape_floor(ws, tmp / f"shape-floor-{rows}")
+    floor_cmd = [sys.executable, str(FLOORS / "floor.py"), "data/external/crm.sqlite",
+                 FLOOR_MODEL.get(model, "rf")]
+    inputs = batch_inputs(ws)
+    n_scored = int(run_python(ws, "import pyarrow.parquet as pq; "
+                                  "print(pq.ParquetFile('data/interim/clean.parquet')"
+                                  ".metadata.num_rows)"))
+    result: dict = {"rows": rows, "model": model, "scored_rows": n_scored,
+                    **{k: [] for k in ("dag", "floor", "noop", "dvc_floor", "batch_parquet",
+                                       "batch_csv")}}
+    for _ in range(rounds):  # interleaved, so drifts in CPU speed hit both sides alike
+        result["dag"].append(run("dvc repro -f -q --downstream collect", ws))
+        result["floor"].append(run(floor_cmd, ws))
+        result["noop"].append(run("dvc repro -q", ws))
+        result["dvc_floor"].append(run("dvc repro -q", floor_dvc))
+        for kind, path in inputs.items():
+            out = ws / f"bench-scores.{kind}"
+            result[f"batch_{kind}"].append(run(
+                [sys.executable, "-m", "lifecycle.serving", "predict", "--bundle", "models/bundle",
+                 "--input", str(path), "--output", str(out)], ws))
+    result["stages"] = {name: run(argv, ws) for name, argv in stage_commands(ws).items()}
     return result
 
 
-def report(r: dict) -> None:
-    best = {k: min(r[k]) for k in ("dag", "plain", "noop", "dvc_floor")}
-    print(f"\n== {r['rows']:,} rows, model {r['model']} (best of {len(r['dag'])}) ==")
-    print(f"full dvc repro      {best['dag']:7.2f} s   plain script (floor) {best['plain']:7.2f} s"
-          f"   ratio {best['dag'] / best['plain']:.2f}")
-    print(f"no-op dvc repro     {best['noop']:7.2f} s   DVC floor            "
-          f"{best['dvc_floor']:7.2f} s   ratio {best['noop'] / best['dvc_floor']:.2f}")
-    print("stage                seconds   peak MB")
+def run_python(cwd: Path, code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=ENV, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def median(runs: list[Run], field: str) -> float:
+    return statistics.median(getattr(r, field) for r in runs)
+
+
+def report(r: dict) -> str:
+    """The table for one size, as Markdown."""
+    lines = [f"\n### {r['rows']:,} rows, {r['model']} (median of {len(r['dag'])})\n",
+             "| work | wall s | CPU s | peak MB | floor wall s | floor CPU s | ratio wall | "
+             "ratio CPU |", "|---|---|---|---|---|---|---|---|"]
+
+    def line(label: str, runs: list[Run], floor: list[Run]) -> None:
+        w, c, f_w, f_c = (median(runs, "wall"), median(runs, "cpu"), median(floor, "wall"),
+                          median(floor, "cpu"))
+        peak = max(x.peak_mb for x in runs)
+        lines.append(f"| {label} | {w:.2f} | {c:.2f} | {peak:.0f} | {f_w:.2f} | {f_c:.2f} | "
+                     f"{w / f_w:.2f}x | {c / f_c:.2f}x |")
+
+    line("full `dvc repro -f` (seed excluded) vs floor.py", r["dag"], r["floor"])
+    line("no-op `dvc repro` vs DVC on the same shape", r["noop"], r["dvc_floor"])
+    for kind in ("parquet", "csv"):
+        runs = r[f"batch_{kind}"]
+        w = median(runs, "wall")
+        lines.append(f"| batch scoring {kind} -> {kind}: {r['scored_rows'] / w:,.0f} rows/s | "
+                     f"{w:.2f} | {median(runs, 'cpu'):.2f} | "
+                     f"{max(x.peak_mb for x in runs):.0f} | - | - | - | - |")
+    lines += ["", "| stage | wall s | CPU s | peak MB |", "|---|---|---|---|"]
     for name, s in r["stages"].items():
-        print(f"  {name:18} {s['seconds']:8.2f} {s['peak_mb']:9}")
-    largest = max(r["stages"].items(), key=lambda kv: kv[1]["peak_mb"])
-    print(f"largest stage by memory: {largest[0]} ({largest[1]['peak_mb']} MB)")
+        lines.append(f"| {name} | {s.wall:.2f} | {s.cpu:.2f} | {s.peak_mb:.0f} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[7043, 1_000_000])
+    parser.add_argument("--10m", dest="ten_million", action="store_true",
+                        help="add 10,000,000 rows (about half an hour, 24 GB machine)")
     parser.add_argument("--model", default="logistic_regression")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds below 100,000 rows")
     args = parser.parse_args()
+    sizes = args.rows + ([10_000_000] if args.ten_million else [])
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-dag-") as tmp:
-        for rows in args.rows:
-            rounds = args.rounds if rows <= 100_000 else 1
-            results.append(bench(rows, args.model, rounds, Path(tmp)))
-            report(results[-1])
+        for rows in sizes:
+            results.append(bench(rows, args.model, args.rounds if rows <= 100_000 else 1,
+                                 Path(tmp)))
+            print(report(results[-1]), flush=True)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    (out / f"dag-{args.model}.json").write_text(json.dumps(results, indent=2))
+    plain = [{k: ([asdict(x) for x in v] if isinstance(v, list) else
+                  {n: asdict(s) for n, s in v.items()} if k == "stages" else v)
+              for k, v in r.items()} for r in results]
+    (out / f"dag-{args.model}.json").write_text(json.dumps(plain, indent=2))
 
 
 if __name__ == "__main__":
