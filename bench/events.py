@@ -16,7 +16,8 @@ The machine's load average is printed with the figures: it is shared, and the nu
 with it.
 
 Usage: python bench/events.py [--bundle models/bundle] [--rows data/processed/validation.parquet]
-       [--backlog 200000] [--rates 25000,50000] [--seconds 10] [--batch 1000] [--requests 20000]
+       [--backlog 200000] [--rates 25000,50000] [--seconds 10] [--batch 1000] [--workers 1]
+       [--requests 20000]
 """
 
 from __future__ import annotations
@@ -67,10 +68,19 @@ def start_redis(work: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("redis-server did not start")
 
 
+def start_workers(n: int, url: str, bundle: Path, registry: Path, prefix: str, batch: int,
+                  log: Path) -> list[subprocess.Popen]:
+    """`n` workers of one consumer group, sharing the stream and the registry."""
+    return [start_worker(url, bundle, registry, prefix, batch,
+                         log.with_name(f"{log.stem}-{i}.log"), f"worker-{i}")
+            for i in range(n)]
+
+
 def start_worker(url: str, bundle: Path, registry: Path, prefix: str, batch: int,
-                 log: Path) -> subprocess.Popen:
+                 log: Path, name: str) -> subprocess.Popen:
     proc = subprocess.Popen(
         [str(BIN / "python"), "-m", "lifecycle.events", "consume", "--bundle", str(bundle),
+         "--consumer", name,
          "--redis", url, "--registry", f"sqlite:///{registry}", "--batch", str(batch),
          "--requests", f"{prefix}:requests", "--answers", f"{prefix}:answers",
          "--dead-letter", f"{prefix}:dead-letter", "--feedback", f"{prefix}:feedback",
@@ -197,6 +207,7 @@ def main() -> None:
     parser.add_argument("--rates", default="25000,50000", help="steady rates, events/s")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--batch", type=int, default=1000, help="the worker's micro-batch")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (one group)")
     parser.add_argument("--requests", type=int, default=20_000, help="HTTP requests at c=32")
     args = parser.parse_args()
 
@@ -215,27 +226,29 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-events-"))
     (work / "bodies.jsonl").write_bytes(b"\n".join(bodies) + b"\n")
     load_before = os.getloadavg()
-    results: dict = {"cores": os.cpu_count(), "batch": args.batch}
+    results: dict = {"cores": os.cpu_count(), "batch": args.batch, "workers": args.workers}
     server, url = start_redis(work)
     client = redis.Redis.from_url(url)
     try:
         # throughput: drain a backlog
         backlog(client, "max:requests", bodies, args.backlog)
-        worker = start_worker(url, bundle, work / "max.sqlite", "max", args.batch,
-                              work / "max.log")
+        workers = start_workers(args.workers, url, bundle, work / "max.sqlite", "max",
+                                args.batch, work / "max.log")
         wait_answers(client, "max:answers", args.backlog)
-        stop(worker)
+        for worker in workers:
+            stop(worker)
         results["backlog"] = summary(answers(client, "max:answers"))
         print(f"backlog: {results['backlog']}", file=sys.stderr, flush=True)
         client.flushdb()
         # latency at steady rates
         for rate in [float(r) for r in args.rates.split(",")]:
             prefix = f"rate{int(rate)}"
-            worker = start_worker(url, bundle, work / f"{prefix}.sqlite", prefix, args.batch,
-                                  work / f"{prefix}.log")
+            workers = start_workers(args.workers, url, bundle, work / f"{prefix}.sqlite",
+                                    prefix, args.batch, work / f"{prefix}.log")
             late = produce(url, f"{prefix}:requests", work / "bodies.jsonl", rate, args.seconds)
             wait_answers(client, f"{prefix}:answers", int(rate * args.seconds))
-            stop(worker)
+            for worker in workers:
+                stop(worker)
             pairs = answers(client, f"{prefix}:answers")
             results[f"steady {int(rate)}/s"] = {**summary(pairs), "producer_late_s": late}
             print(f"steady {rate:.0f}/s: {results[f'steady {int(rate)}/s']}", file=sys.stderr,
@@ -253,7 +266,8 @@ def main() -> None:
 
 def report(results: dict, args) -> None:
     b, h = results["backlog"], results["http c=32"]
-    lines = [f"Events vs HTTP ({results['cores']} cores; worker micro-batch {args.batch}; "
+    lines = [f"Events vs HTTP ({results['cores']} cores; {args.workers} worker(s), "
+             f"micro-batch {args.batch}; "
              "SQLite registry, WAL, every answer committed before it is published)", "",
              "| transport | events/s | p50 ms | p99 ms |", "|---|---|---|---|",
              f"| events: backlog of {b['events']:,} drained | {b['events_per_s']:,.0f} | "

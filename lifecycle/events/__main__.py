@@ -106,6 +106,7 @@ def _consume(args) -> None:
     try:
         worker.run(stop=lambda: bool(stopping))
     finally:
+        worker.close()
         recorder.close()
         broker.close()
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import Protocol
 
-Event = tuple[str, str, dict[bytes, bytes]]   # (stream, event id, fields)
+Event = tuple[str, str, bytes | None]   # (stream, event id, its data field: None if absent)
 
 
 class Broker(Protocol):
@@ -86,11 +86,37 @@ class RedisBroker:
                     raise
 
     def read(self, count: int, block_ms: int) -> list[Event]:
-        reply = self.client.xreadgroup(self.group, self.consumer,
-                                       {s: ">" for s in self.streams}, count=count,
-                                       block=block_ms or None)
-        return [(_text(stream), _text(i), fields)
-                for stream, events in reply or () for i, fields in events]
+        args = ["XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count]
+        if block_ms:
+            args += ["BLOCK", block_ms]
+        reply = self._raw(*args, "STREAMS", *self.streams, *[">"] * len(self.streams))
+        if isinstance(reply, dict):  # RESP3: {stream: events}; RESP2: [[stream, events]]
+            reply = reply.items()
+        return [(stream.decode(), event_id.decode(), self._data(fields))
+                for stream, events in reply or () for event_id, fields in events]
+
+    def _data(self, fields: list | dict | None) -> bytes | None:
+        """The event's `field` value from its field list [name, value, ...]."""
+        if isinstance(fields, dict):
+            return fields.get(self.field)
+        if fields and len(fields) == 2:
+            return fields[1] if fields[0] == self.field else None
+        return dict(zip(fields[::2], fields[1::2], strict=True)).get(self.field) if fields \
+            else None
+
+    def _raw(self, *args):
+        """One command, its reply as the server sent it (the client library's reply
+        callbacks would build more objects per event than the rest of the read)."""
+        pool = self.client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_command(*args)
+            return connection.read_response()
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
 
     def claim(self, min_idle_ms: int, count: int) -> list[Event]:
         out: list[Event] = []
@@ -100,7 +126,8 @@ class RedisBroker:
                 start, claimed, *deleted = self.client.xautoclaim(
                     stream, self.group, self.consumer, min_idle_ms, start_id=start,
                     count=count - len(out))
-                out += [(stream, _text(i), fields) for i, fields in claimed]
+                out += [(stream, _text(i), (fields or {}).get(self.field))
+                        for i, fields in claimed]
                 if _text(start) == "0-0":
                     break
         return out
@@ -164,11 +191,8 @@ class RedisBroker:
         by_stream: dict[str, list[str]] = {}
         for stream, event_id in events:
             by_stream.setdefault(stream, []).append(event_id)
-        if by_stream:
-            pipe = self.client.pipeline(transaction=False)
-            for stream, ids in by_stream.items():
-                pipe.xack(stream, self.group, *ids)
-            pipe.execute()
+        for stream, ids in by_stream.items():
+            self._raw("XACK", stream, self.group, *ids)
 
     def lag(self) -> dict[str, dict]:
         out = {}

@@ -74,34 +74,39 @@ class ColumnPath:
                 if f.type == "int" and np.abs(values[~null]).max(initial=0) >= _EXACT_INT:
                     return None
             else:
-                values = self._coherent_texts(f, column)
-                if values is None:
+                coherent = self._coherent_texts(f, column)
+                if coherent is None:
                     return None
-                null = np.equal(values, None)
+                null, values = coherent
             columns[f.name] = (null, values)
             unreadable[f.name] = no
         bad, reasons = self.bundle._reasons(columns, unreadable, n)
         ok = ~bad
         reasons = dict(zip(np.flatnonzero(bad).tolist(), reasons, strict=True))
         kept = int(ok.sum())
-        numbers = {c: columns[c][1][ok] for c in self.bundle._number_sources}
+        every = kept == n
+        numbers = {c: columns[c][1] if every else columns[c][1][ok]
+                   for c in self.bundle._number_sources}
         texts = {}
         for c in self.bundle._text_sources:
-            values = columns[c][1][ok]
-            texts[c] = np.where(np.equal(values, None), features.MISSING, values)
+            null, values = columns[c]
+            values = values.copy() if every else values[ok]
+            values[null if every else null[ok]] = features.MISSING
+            texts[c] = values
         answers = (self._decide(self.bundle._run_onnx((numbers, texts), kept)) if kept
                    else {})
         return columns, ok, reasons, answers
 
     @staticmethod
-    def _coherent_texts(f, column):
-        """Object array of coherent values (None for missing), each distinct text made
-        coherent once; None if one needs the record path."""
+    def _coherent_texts(f, column) -> tuple[np.ndarray, np.ndarray] | None:
+        """(null mask, object array of coherent values, None for missing), each distinct
+        text made coherent once; None if one needs the record path."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         if f.type == "string" and _tidy(column, pc):  # ids: unique, and already coherent
-            return column.to_numpy(zero_copy_only=False)
+            return (column.is_null().to_numpy(zero_copy_only=False),
+                    column.to_numpy(zero_copy_only=False))
         encoded = column.dictionary_encode() if not pa.types.is_dictionary(column.type) \
             else column
         distinct = encoded.dictionary.to_pylist()
@@ -113,7 +118,7 @@ class ColumnPath:
             coherent[i] = value
         coherent[-1] = None
         codes = encoded.indices.fill_null(len(distinct)).to_numpy(zero_copy_only=False)
-        return coherent[codes]
+        return np.equal(coherent, None)[codes], coherent[codes]
 
 
 def _tidy(column, pc) -> bool:

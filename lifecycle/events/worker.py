@@ -31,8 +31,10 @@ import itertools
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,6 +74,19 @@ class Progress:
     reasons: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class _Batch:
+    """A micro-batch between scoring and its commit."""
+
+    events: list[Event]
+    rows: list[tuple] = field(default_factory=list)
+    answers: list[bytes] = field(default_factory=list)
+    dead: list[bytes] = field(default_factory=list)
+    notes: list[dict] = field(default_factory=list)
+    note_events: list[tuple] = field(default_factory=list)
+    fast: bool = False
+
+
 def default_consumer() -> str:
     """A consumer name unique to this process: host and pid."""
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -86,7 +101,7 @@ class Worker:
     def __init__(self, broker: Broker, scorer, recorder, streams: Streams, *,
                  batch: int = 1000, block_ms: int = 50, claim_idle_ms: int = 30_000,
                  max_event_bytes: int = MAX_EVENT_BYTES, deployment: str = "events",
-                 log_every: float = 10.0, fast: bool = True):
+                 log_every: float = 10.0, fast: bool = True, overlap: bool = True):
         self.broker, self.scorer, self.recorder, self.streams = broker, scorer, recorder, streams
         self.batch, self.block_ms = batch, block_ms
         self.claim_idle_ms, self.max_event_bytes = claim_idle_ms, max_event_bytes
@@ -100,6 +115,11 @@ class Worker:
         self.progress = Progress()
         self.columns = ColumnPath(scorer.bundle) if fast and scorer.engine == "onnx" else None
         self._fast = False
+        # overlap: a batch is checked and scored while the one before is being committed,
+        # published and acknowledged (in order, by one thread: the guarantees hold per batch)
+        self._committer = ThreadPoolExecutor(1, "events-commit") if overlap else None
+        self._pending: Future | None = None
+        self._lock = threading.Lock()
         self._last_claim = 0.0
         self._last_log = time.monotonic()
         self._logged = Progress()
@@ -107,14 +127,17 @@ class Worker:
     # --- the loop -------------------------------------------------------------------------
     def run(self, stop: Callable[[], bool] = lambda: False) -> Progress:
         """Work until `stop()` is true (checked between micro-batches)."""
-        while not stop():
-            self.step()
+        try:
+            while not stop():
+                self.step()
+        finally:
+            self.flush()
         self.report()
         return self.progress
 
     def step(self) -> int:
         """One micro-batch: claim what a dead consumer left (every claim_idle_ms / 2), read
-        new events, handle them. Returns how many events it handled."""
+        new events, handle them. Returns how many events it read."""
         events: list[Event] = []
         now = time.monotonic()
         if (now - self._last_claim) * 1000 >= self.claim_idle_ms / 2:
@@ -125,25 +148,49 @@ class Worker:
             events += self.broker.read(self.batch - len(events), self.block_ms if not events
                                        else 0)
         if events:
-            self.handle(events)
+            batch = self._prepare(events)
+            self.flush()  # the batch before is committed, published and acknowledged
+            if self._committer:
+                self._pending = self._committer.submit(self._commit, batch)
+            else:
+                self._commit(batch)
+        else:
+            self.flush()
         if time.monotonic() - self._last_log >= self.log_every:
             self.report()
         return len(events)
 
+    def flush(self) -> None:
+        """Wait for the batch being committed (its error, if any, is raised here)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> None:
+        """Commit what is in flight and stop the committing thread."""
+        self.flush()
+        if self._committer:
+            self._committer.shutdown()
+
     def handle(self, events: list[Event]) -> None:
-        """Steps 1-5 of the module docstring for these events."""
+        """Steps 1-5 of the module docstring for these events, now."""
+        self.flush()
+        self._commit(self._prepare(events))
+
+    def _prepare(self, events: list[Event]) -> _Batch:
+        """Steps 1-2: read, check and score; what step 3-5 need."""
         received = time.perf_counter()
-        dead: list[bytes] = []
-        payloads, request_ids, notes, note_events = [], [], [], []
-        for stream, event_id, fields in events:
-            data = fields.get(DATA)
+        batch = _Batch(events)
+        dead = batch.dead
+        payloads, request_ids = [], []
+        for stream, event_id, data in events:
             if stream == self.streams.feedback:
                 note, reason = self._outcome(data)
                 if reason:
                     dead.append(self._dead(stream, event_id, reason, data))
                 else:
-                    notes.append(note)
-                    note_events.append((stream, event_id, data))
+                    batch.notes.append(note)
+                    batch.note_events.append((stream, event_id, data))
             elif data is None:
                 dead.append(self._dead(stream, event_id, "missing_field:data (the event holds "
                                        "no 'data' field)", data))
@@ -153,22 +200,27 @@ class Worker:
             else:
                 payloads.append(data)
                 request_ids.append(event_id)
+        batch.rows, batch.answers = self._score(payloads, request_ids, received, dead)
+        batch.fast = self._fast
+        return batch
 
-        rows, answers = self._score(payloads, request_ids, received, dead)
-        refused = self.recorder.write(rows, notes)
-        for (stream, event_id, data), reason in zip(note_events, refused, strict=True):
+    def _commit(self, batch: _Batch) -> None:
+        """Steps 3-5: record, THEN publish, THEN acknowledge."""
+        refused = self.recorder.write(batch.rows, batch.notes)
+        for (stream, event_id, data), reason in zip(batch.note_events, refused, strict=True):
             if reason:
-                dead.append(self._dead(stream, event_id, reason, data))
-        self.broker.publish({self.streams.answers: answers, self.streams.dead_letter: dead})
-        self.broker.ack([(stream, event_id) for stream, event_id, _ in events])
+                batch.dead.append(self._dead(stream, event_id, reason, data))
+        self.broker.publish({self.streams.answers: batch.answers,
+                             self.streams.dead_letter: batch.dead})
+        self.broker.ack([(stream, event_id) for stream, event_id, _ in batch.events])
 
         p = self.progress
-        p.events += len(events)
-        p.answered += len(answers)
-        p.dead_letters += len(dead)
-        p.feedback += len(notes) - sum(r is not None for r in refused)
+        p.events += len(batch.events)
+        p.answered += len(batch.answers)
+        p.dead_letters += len(batch.dead)
+        p.feedback += len(batch.notes) - sum(r is not None for r in refused)
         p.batches += 1
-        p.fast_batches += self._fast
+        p.fast_batches += batch.fast
 
     # --- the parts --------------------------------------------------------------------------
     def _score(self, payloads: list[bytes], request_ids: list[str], received: float,
@@ -303,7 +355,8 @@ class Worker:
 
     def _dead(self, stream: str, event_id: str, reason: str, data: bytes | None) -> bytes:
         key = reason.split(":")[0].split(";")[0]
-        self.progress.reasons[key] = self.progress.reasons.get(key, 0) + 1
+        with self._lock:  # the committing thread refuses outcomes too
+            self.progress.reasons[key] = self.progress.reasons.get(key, 0) + 1
         text = data.decode("utf-8", "replace")[:DEAD_LETTER_DATA_CHARS] if data else None
         return orjson.dumps({"stream": stream, "event_id": event_id, "reason": reason,
                              "data": text})
