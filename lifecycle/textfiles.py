@@ -24,9 +24,9 @@ import pandas as pd
 
 from lifecycle.errors import StageError, clip
 
-CHUNK_ROWS = 100_000   # rows held as Python objects at once; each chunk becomes Arrow strings
+CHUNK_ROWS = 100_000   # JSON rows held as Python objects at once; each chunk becomes Arrow
+BLOCK_LINES = 200_000  # CSV lines parsed by pyarrow at once
 MAX_NAME = 128         # longest column name accepted in a header
-BOM = b"\xef\xbb\xbf"
 
 
 class _Number(str):
@@ -43,36 +43,102 @@ class TextRead:
 
 
 def read_csv(path: Path, encoding: str = "utf-8", delimiter: str = ",") -> TextRead:
-    """A CSV file with a header line; each data line must have the header's field count."""
-    lines = _lines(path, encoding)
-    header = None
-    for number, text, problem, _ in lines:
-        if problem or text.strip():
-            if problem:
-                raise StageError(f"{path}: header line {number}: {problem}")
-            header = _header(path, number, text, delimiter)
-            break
+    """A CSV file with a header line; each data line must have the header's field count.
+
+    Each line is checked in Python (cheap byte tests for the common case: ASCII, no quote, the
+    right number of delimiters); the lines that pass are parsed into Arrow strings by pyarrow in
+    blocks, which cannot run a value across lines because every line it sees is whole."""
+    import pyarrow as pa
+
+    header, width, good, tables = None, 0, [], []
+    out = _Collector(path, None)
+    sep = delimiter.encode()
+    with open(path, "rb") as f:
+        offset = 0
+        for number, raw in enumerate(f, start=1):
+            ended = raw.endswith(b"\n")
+            body = raw.rstrip(b"\r\n") if ended else raw
+            if header is not None and ended and body.count(sep) == width - 1 and \
+                    body.isascii() and b'"' not in body and b"\r" not in body:
+                good.append(body)   # the common case: nothing to judge
+                if len(good) >= BLOCK_LINES:
+                    tables.append(_parse_block(good, header, delimiter))
+                    good = []
+                offset += len(raw)
+                continue
+            text, problem = _decode(body, encoding, number, offset)
+            offset += len(raw)
+            if header is None:
+                if problem:
+                    raise StageError(f"{path}: header line {number}: {problem}")
+                if text.strip():
+                    header = _header(path, number, text.removeprefix("\ufeff"), delimiter)
+                    width = len(header)
+                continue
+            reason = problem or _line_problem(text, ended, delimiter, width)
+            if reason == "blank":
+                out.lines["blank"] += 1
+            elif reason:
+                out.reject(number, reason, text)
+            else:
+                good.append(text.encode())   # UTF-8, as pyarrow reads it
     if header is None:
         raise StageError(f"{path}: no header line (the file is empty)")
-    out = _Collector(path, header)
-    for number, text, problem, last in lines:
-        if problem:
-            out.reject(number, problem, text)
-        elif not text.strip():
-            out.lines["blank"] += 1
-        elif last:
-            out.reject(number, "no_line_end: the last line has no line end (file cut mid-row?)",
-                       text)
-        else:
-            fields, problem = _fields(text, delimiter)
-            if problem:
-                out.reject(number, problem, text)
-            elif len(fields) != len(header):
-                out.reject(number, f"field_count: {len(fields)} fields, the header has "
-                                   f"{len(header)}", text)
-            else:
-                out.add([v if v != "" else None for v in fields])
-    return out.result()
+    if good:
+        tables.append(_parse_block(good, header, delimiter))
+    table = pa.concat_tables(tables) if tables else pa.table(
+        {name: pa.array([], type=pa.string()) for name in header})
+    frame = table.to_pandas(types_mapper=lambda t: pd.StringDtype("pyarrow")
+                            if t == pa.string() else None)
+    out.lines["rows"] = len(frame)
+    out.lines["data_lines"] = out.lines["rows"] + out.lines["rejected"]
+    return TextRead(frame, out.rejected, out.lines)
+
+
+def _decode(body: bytes, encoding: str, number: int, offset: int) -> tuple[str, str | None]:
+    """The line as text, and the reason when its bytes are not in `encoding` (with the byte's
+    offset in the file, so the user can find it)."""
+    try:
+        return body.decode(encoding), None
+    except UnicodeDecodeError as exc:
+        return body.decode(encoding, errors="replace"), (
+            f"not_{encoding}: byte 0x{body[exc.start]:02x} at byte offset {offset + exc.start} "
+            f"of the file (line {number}, byte {exc.start + 1} of the line)")
+
+
+def _line_problem(text: str, ended: bool, delimiter: str, width: int) -> str | None:
+    """Why a CSV data line is not one well-formed row ("blank" for an empty line)."""
+    if not text.strip():
+        return "blank"
+    if not ended:
+        return "no_line_end: the last line has no line end (file cut mid-row?)"
+    if "\r" in text:
+        return "bad_quoting: a carriage return inside the line"
+    fields, problem = _fields(text, delimiter)
+    if problem:
+        return problem
+    if len(fields) != width:
+        return f"field_count: {len(fields)} fields, the header has {width}"
+    return None
+
+
+def _parse_block(lines: list[bytes], header: list[str], delimiter: str):
+    """Whole, well-formed CSV lines (UTF-8) as an Arrow table of strings; "" is null."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    table = pcsv.read_csv(
+        io.BytesIO(b"\n".join(lines) + b"\n"),
+        read_options=pcsv.ReadOptions(column_names=header, block_size=1 << 24),
+        parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=False),
+        convert_options=pcsv.ConvertOptions(
+            column_types={name: pa.string() for name in header}, null_values=[""],
+            strings_can_be_null=True, quoted_strings_can_be_null=True))
+    if table.num_rows != len(lines):
+        raise AssertionError(f"CSV block: {table.num_rows} rows from {len(lines)} lines")
+    return table
 
 
 def read_jsonl(path: Path, encoding: str = "utf-8") -> TextRead:
@@ -130,9 +196,11 @@ class _Collector:
 
     def _flush(self) -> None:
         if self.rows:
-            columns = list(zip(*self.rows, strict=True))
+            import pyarrow as pa
+
+            columns = zip(*self.rows, strict=True)
             self.chunks.append(pd.DataFrame(
-                {name: pd.array(list(values), dtype="string[pyarrow]")
+                {name: pd.arrays.ArrowStringArray(pa.array(values, type=pa.string()))
                  for name, values in zip(self.header, columns, strict=True)}))
             self.rows = []
 
@@ -152,16 +220,9 @@ def _lines(path: Path, encoding: str):
         for number, raw in enumerate(f, start=1):
             ended = raw.endswith(b"\n")
             body = raw.rstrip(b"\r\n") if ended else raw
-            skipped = 0
-            if number == 1 and body.startswith(BOM):   # a byte-order mark is not data
-                body, skipped = body[len(BOM):], len(BOM)
-            try:
-                yield number, body.decode(encoding), None, not ended
-            except UnicodeDecodeError as exc:
-                problem = (f"not_{encoding}: byte 0x{body[exc.start]:02x} at byte offset "
-                           f"{offset + skipped + exc.start} of the file "
-                           f"(line {number}, byte {exc.start + 1} of the line)")
-                yield number, body.decode(encoding, errors="replace"), problem, not ended
+            text, problem = _decode(body, encoding, number, offset)
+            yield number, text.removeprefix("\ufeff") if number == 1 else text, problem, \
+                not ended
             offset += len(raw)
 
 

@@ -374,6 +374,7 @@ def test_too_many_malformed_lines_stop_collect_with_the_first(tmp_path, demo_sql
 def test_zero_padded_ids_stay_text(tmp_path, demo_sqlite):
     """Ids 0000001... and 1... are ten customers, not five with older versions."""
     table = demo_table(demo_sqlite)
+    table["customer_id"] = [str(1000 + i) for i in range(len(table))]   # numeric-looking ids
     table.loc[0:4, "customer_id"] = [f"{i:07d}" for i in range(1, 6)]
     table.loc[5:9, "customer_id"] = [str(i) for i in range(1, 6)]
     where = file_source(tmp_path / "csv", "customers.csv", table.to_csv(index=False))
