@@ -4,10 +4,31 @@ only trusted types, and the same bytes for the same object (DVC hashes stay put)
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
 TRUSTED_TYPES = {"functools.partial"}  # a partial of a trusted function (select_k_best's scorer)
+
+
+def _skops_io():
+    """skops.io, imported without building its default trust list.
+
+    On import skops lists every sklearn estimator to trust by default (`all_estimators()`, which
+    imports all of sklearn, pytest included): ~1 s of CPU in every stage that saves or loads a
+    model. `loads` never uses that default (it passes its own trusted types, checked against
+    TRUSTED_PREFIXES), so the list is built empty; what skops writes and reads is unchanged.
+    """
+    if "skops.io" not in sys.modules:
+        import sklearn.utils
+
+        listing = sklearn.utils.all_estimators
+        sklearn.utils.all_estimators = lambda *args, **kwargs: []
+        try:
+            import skops.io  # noqa: F401
+        finally:
+            sklearn.utils.all_estimators = listing
+    return sys.modules["skops.io"]
 
 
 def dumps(estimator) -> bytes:
@@ -17,8 +38,7 @@ def dumps(estimator) -> bytes:
     import io
     import zipfile
 
-    import skops.io as sio
-
+    sio = _skops_io()
     raw = zipfile.ZipFile(io.BytesIO(sio.dumps(estimator)))
     names: dict[str, str] = {}
     ids: dict[int, int] = {}
@@ -58,7 +78,7 @@ def save(estimator, path) -> None:
 def loads(data: bytes):
     """Load a skops archive, trusting only sklearn/numpy/scipy types (and a functools.partial,
     whose function skops checks on its own)."""
-    import skops.io as sio
+    sio = _skops_io()
 
     untrusted = sio.get_untrusted_types(data=data)
     unsafe = [t for t in untrusted

@@ -191,6 +191,25 @@ def test_fitting_is_deterministic_to_the_byte():
     assert first[1] == second[1]
 
 
+def test_loading_refuses_types_outside_sklearn_numpy_scipy():
+    # skops is imported without its default trust list (persistence._skops_io): the refusal
+    # must come from our own check, and the import must not drag in all of sklearn
+    import subprocess
+    import sys
+
+    code = ("import fractions, sys\n"
+            "from sklearn.preprocessing import FunctionTransformer\n"
+            "from lifecycle import persistence as p\n"
+            "data = p.dumps(FunctionTransformer(kw_args={'x': fractions.Fraction(1, 3)}))\n"
+            "try:\n    p.loads(data)\nexcept ValueError as exc:\n    print(exc)\n"
+            "print(p.loads(p.dumps(FunctionTransformer())).__class__.__name__)\n"
+            "print('sklearn.utils._testing' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out == ["skops archive holds types that are not sklearn/numpy: ['fractions.Fraction']",
+                   "FunctionTransformer", "False"]
+
+
 def test_manifest_version_follows_feature_definitions_not_data():
     base = fit(accounts())[1]["version"]
     other_rows = accounts(seed=1)  # same columns and categories, other values and medians
