@@ -6,6 +6,7 @@ serving alike; the de-duplication and target rules run in preprocess only.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import numpy as np
@@ -81,6 +82,8 @@ def _as_float(values: pd.Series) -> pd.Series:
 
 
 _INT64 = (-(2**63), 2**63)   # [low, high): exactly representable as float64 too
+_INTEGER = re.compile(r"[+-]?[0-9]+\Z")
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
 
 
 def _as_int(values: pd.Series) -> pd.Series:
@@ -106,17 +109,16 @@ def _int_or_na(value):
     if isinstance(value, bool):
         return pd.NA
     text = str(value).strip()
-    try:
+    if _INTEGER.match(text):
         number = int(text)
-    except ValueError:
-        try:
-            real = float(text)
-        except ValueError:
-            return pd.NA
+    elif _DECIMAL.match(text):   # ASCII digits only: no '1_000', no other scripts' digits
+        real = float(text)
         # beyond 2**53 a float is no longer an exact integer: refuse rather than round
         if not (np.isfinite(real) and real == round(real) and abs(real) <= 2**53):
             return pd.NA
         number = int(real)
+    else:
+        return pd.NA
     return number if _INT64[0] <= number < _INT64[1] else pd.NA
 
 

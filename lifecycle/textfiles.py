@@ -7,7 +7,8 @@ line number and reason (`data_lines == rows + rejected`). A quoted value never r
 line: an unclosed quote costs its own line, never the lines after it.
 
 Rejection reasons (the part before ":" is what the manifest counts):
-  unclosed_quote, bad_quoting, field_count (CSV), not_json, not_an_object (JSON Lines),
+  unclosed_quote, bad_quoting, field_count, repeated_header (CSV), not_json, not_an_object,
+  duplicate_key (JSON Lines),
   not_<encoding> (bytes that do not decode), no_line_end (the file's last line has no line end:
   the file may have been cut mid-row).
 """
@@ -15,6 +16,7 @@ Rejection reasons (the part before ":" is what the manifest counts):
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,6 +33,18 @@ MAX_NAME = 128         # longest column name accepted in a header
 
 class _Number(str):
     """A JSON number, kept as its source text."""
+
+
+class _DuplicateKey(ValueError):
+    """A JSON object naming one key twice: which value is meant cannot be told."""
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    out = dict(pairs)
+    if len(out) < len(pairs):
+        seen = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
 
 
 @dataclass
@@ -50,7 +64,7 @@ def read_csv(path: Path, encoding: str = "utf-8", delimiter: str = ",") -> TextR
     blocks, which cannot run a value across lines because every line it sees is whole."""
     import pyarrow as pa
 
-    header, width, good, tables = None, 0, [], []
+    header, width, header_line, good, tables = None, 0, b"", [], []
     out = _Collector(path, None)
     sep = delimiter.encode()
     with open(path, "rb") as f:
@@ -59,7 +73,8 @@ def read_csv(path: Path, encoding: str = "utf-8", delimiter: str = ",") -> TextR
             ended = raw.endswith(b"\n")
             body = raw.rstrip(b"\r\n") if ended else raw
             if header is not None and ended and body.count(sep) == width - 1 and \
-                    body.isascii() and b'"' not in body and b"\r" not in body:
+                    body.isascii() and b'"' not in body and b"\r" not in body \
+                    and body != header_line:
                 good.append(body)   # the common case: nothing to judge
                 if len(good) >= BLOCK_LINES:
                     tables.append(_parse_block(good, header, delimiter))
@@ -73,15 +88,16 @@ def read_csv(path: Path, encoding: str = "utf-8", delimiter: str = ",") -> TextR
                     raise StageError(f"{path}: header line {number}: {problem}")
                 if text.strip():
                     header = _header(path, number, text.removeprefix("\ufeff"), delimiter)
-                    width = len(header)
+                    width, header_line = len(header), text.removeprefix("\ufeff").encode()
                 continue
-            reason = problem or _line_problem(text, ended, delimiter, width)
+            fields, reason = ([], problem) if problem else \
+                _line_problem(text, ended, delimiter, header)
             if reason == "blank":
                 out.lines["blank"] += 1
             elif reason:
                 out.reject(number, reason, text)
-            else:
-                good.append(text.encode())   # UTF-8, as pyarrow reads it
+            else:   # written again the one way pyarrow reads it the same (UTF-8, minimal quotes)
+                good.append(_csv_line(fields, delimiter).encode())
     if header is None:
         raise StageError(f"{path}: no header line (the file is empty)")
     if good:
@@ -106,26 +122,34 @@ def _decode(body: bytes, encoding: str, number: int, offset: int) -> tuple[str, 
             f"of the file (line {number}, byte {exc.start + 1} of the line)")
 
 
-def _line_problem(text: str, ended: bool, delimiter: str, width: int) -> str | None:
-    """Why a CSV data line is not one well-formed row ("blank" for an empty line)."""
+def _line_problem(text: str, ended: bool, delimiter: str,
+                  header: list[str]) -> tuple[list[str], str | None]:
+    """The fields of a CSV data line, or why it is not one well-formed row ("blank" for an
+    empty line)."""
     if not text.strip():
-        return "blank"
+        return [], "blank"
     if not ended:
-        return "no_line_end: the last line has no line end (file cut mid-row?)"
+        return [], "no_line_end: the last line has no line end (file cut mid-row?)"
     if "\r" in text:
-        return "bad_quoting: a carriage return inside the line"
+        return [], "bad_quoting: a carriage return inside the line"
     fields, problem = _fields(text, delimiter)
     if problem:
-        return problem
-    if len(fields) != width:
-        return f"field_count: {len(fields)} fields, the header has {width}"
-    return None
+        return [], problem
+    if len(fields) != len(header):
+        return [], f"field_count: {len(fields)} fields, the header has {len(header)}"
+    if [f.strip() for f in fields] == header:
+        return [], "repeated_header: the header line again (files joined together?)"
+    return fields, None
+
+
+def _csv_line(fields: list[str], delimiter: str) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, delimiter=delimiter, lineterminator="").writerow(fields)
+    return buffer.getvalue()
 
 
 def _parse_block(lines: list[bytes], header: list[str], delimiter: str):
     """Whole, well-formed CSV lines (UTF-8) as an Arrow table of strings; "" is null."""
-    import io
-
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
@@ -155,7 +179,10 @@ def read_jsonl(path: Path, encoding: str = "utf-8") -> TextRead:
             continue
         try:
             value = json.loads(text, parse_int=_Number, parse_float=_Number,
-                               parse_constant=_Number)
+                               parse_constant=_Number, object_pairs_hook=_no_duplicate_keys)
+        except _DuplicateKey as exc:
+            out.reject(number, f"duplicate_key: {clip(exc, 40)!r} twice in one object", text)
+            continue
         except json.JSONDecodeError as exc:
             reason = "no_line_end: the last line is not complete JSON (file cut mid-row?)" \
                 if last else f"not_json: {exc.msg} at column {exc.colno}"

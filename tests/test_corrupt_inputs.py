@@ -295,17 +295,20 @@ def with_line(lines: list[str], index: int, text: str) -> str:
 
 
 QUOTING_FAULTS = {
-    # name: (how customer 5's line is damaged, the reason its line is rejected with)
-    "unclosed_quote_in_email": (lambda line: line.replace("c0000006@", '"c0000006@'),
+    # name: (how customer 5's line is damaged (line, header), the reason it is rejected with)
+    "unclosed_quote_in_email": (lambda line, _: line.replace("c0000006@", '"c0000006@'),
                                 "unclosed_quote"),
-    "stray_quote_inside_value": (lambda line: line.replace("c0000006@", 'c00"00006@'),
+    "stray_quote_inside_value": (lambda line, _: line.replace("c0000006@", 'c00"00006@'),
                                  "unclosed_quote"),
-    "text_after_closing_quote": (lambda line: line.replace("c0000006@example.com",
+    "text_after_closing_quote": (lambda line, _: line.replace("c0000006@example.com",
                                                            '"c0000006"@example.com'),
                                  "bad_quoting"),
-    "missing_last_field": (lambda line: line.rsplit(",", 1)[0], "field_count"),
-    "extra_field": (lambda line: line + ",42", "field_count"),
-    "quoted_comma_splits_nothing": (lambda line: line.replace("c0000006@", '"c0000006,x"@'),
+    "missing_last_field": (lambda line, _: line.rsplit(",", 1)[0], "field_count"),
+    "carriage_return_inside": (lambda line, _: line.replace("@example", "\r@example"),
+                               "bad_quoting"),
+    "repeated_header": (lambda line, header: header, "repeated_header"),   # files joined
+    "extra_field": (lambda line, _: line + ",42", "field_count"),
+    "quoted_comma_splits_nothing": (lambda line, _: line.replace("c0000006@", '"c0000006,x"@'),
                                     "bad_quoting"),
 }
 
@@ -315,7 +318,7 @@ def test_malformed_csv_line_is_rejected_alone_with_file_and_line(fault, tmp_path
     """A damaged line costs itself only: never the lines after it, never silently."""
     damage, reason = QUOTING_FAULTS[fault]
     lines = csv_lines(demo_sqlite)
-    where = file_source(tmp_path, "customers.csv", with_line(lines, 6, damage(lines[6])))
+    where = file_source(tmp_path, "customers.csv", with_line(lines, 6, damage(lines[6], lines[0])))
     run_stages(where, "collect", "validate", "preprocess")
 
     assert_lines_add_up(where, 500)
@@ -389,7 +392,9 @@ def test_zero_padded_ids_stay_text(tmp_path, demo_sqlite):
 
 
 OVERFLOWS = ["inf", "-inf", "1e20", "9223372036854775808", "99999999999999999999", "nan", "NaN",
-             "1e400", "-9223372036854775809", "Infinity", "12.5", "true"]
+             "1e400", "-9223372036854775809", "Infinity", "12.5", "true", "1_000", "\uff11\uff12"]
+JSON_NUMBERS = {"1e20", "9223372036854775808", "99999999999999999999", "1e400",
+                "-9223372036854775809", "Infinity", "NaN", "12.5"}   # unquoted in JSON Lines
 
 
 @pytest.mark.parametrize("source", ["csv", "jsonl", "sqlite"])
@@ -414,7 +419,7 @@ def test_numbers_that_do_not_fit_are_quarantined_not_tracebacks(source, tmp_path
         db = where / "data" / "external" / "crm.sqlite"
         shutil.copy(demo_sqlite, db)
         with sqlite3.connect(db) as con:
-            for _, row in table.loc[list(range(10, 22)) + list(range(30, 42))].iterrows():
+            for _, row in table.loc[list(range(10, 24)) + list(range(30, 44))].iterrows():
                 for column in ("tenure", "monthly_charges"):
                     value = row[column]
                     if isinstance(value, str):   # a real inf where SQLite can hold one
@@ -427,9 +432,8 @@ def test_numbers_that_do_not_fit_are_quarantined_not_tracebacks(source, tmp_path
         where = file_source(tmp_path, "customers.csv", table.to_csv(index=False), params)
     else:   # numbers written as JSON numbers where JSON can spell them
         text = table.to_json(orient="records", lines=True)
-        for value in OVERFLOWS:
-            if value not in ("true", "nan", "NaN", "inf", "-inf"):
-                text = text.replace(f'"{value}"', value)
+        for value in JSON_NUMBERS:
+            text = text.replace(f'"{value}"', value)
         where = file_source(tmp_path, "customers.jsonl", text, params)
     run_stages(where, "collect", "validate", "preprocess")
     quarantine = interim(where, "quarantine").set_index("customer_id")["failed_checks"]
@@ -440,11 +444,10 @@ def test_numbers_that_do_not_fit_are_quarantined_not_tracebacks(source, tmp_path
 
 def _sql_number(text: str):
     """What a CRM would store: an exact integer where SQLite can hold one, else the text."""
-    try:
-        number = int(text)
-        return number if -(2**63) <= number < 2**63 else text
-    except ValueError:
+    if not text.lstrip("+-").isascii() or not text.lstrip("+-").isdigit():
         return text
+    number = int(text)
+    return number if -(2**63) <= number < 2**63 else text
 
 
 @pytest.mark.parametrize("drift, words", [
@@ -594,12 +597,14 @@ def test_constant_regression_target_and_small_splits_are_refused():
 def test_json_lines_that_are_not_objects_are_named(tmp_path, demo_sqlite):
     text = demo_table(demo_sqlite).to_json(orient="records", lines=True).splitlines()
     text[2], text[5] = "5", '["a", 1]'
+    text[8] = '{"tenure":1,' + text[8][1:]          # which tenure is meant cannot be told
     where = file_source(tmp_path, "customers.jsonl", "\n".join(text) + "\n")
     run_stages(where, "collect")
     bad = rejected(where)
     assert bad[["line", "reason"]].values.tolist() == [
         [3, "not_an_object: expected a JSON object, got a number"],
-        [6, "not_an_object: expected a JSON object, got an array"]]
+        [6, "not_an_object: expected a JSON object, got an array"],
+        [9, "duplicate_key: 'tenure' twice in one object"]]
     assert_lines_add_up(where, 500)
 
     only_numbers = file_source(tmp_path / "numbers", "x.jsonl", "1\n2\n3\n")
