@@ -128,19 +128,21 @@ import sys, time, redis
 url, stream, payloads = sys.argv[1:4]
 rate, seconds = float(sys.argv[4]), float(sys.argv[5])
 bodies = open(payloads, "rb").read().splitlines()
-client = redis.Redis.from_url(url)
-pipe = client.pipeline(transaction=False)
+head = b"*5\\r\\n$4\\r\\nXADD\\r\\n$%d\\r\\n%s\\r\\n$1\\r\\n*\\r\\n$4\\r\\ndata\\r\\n" % (
+    len(stream), stream.encode())
+packed = [head + b"$%d\\r\\n%s\\r\\n" % (len(b), b) for b in bodies]  # XADD stream * data body
+connection = redis.Redis.from_url(url).connection_pool.get_connection()
 n, total = 0, int(rate * seconds)
 start = time.perf_counter()
 while n < total:
     due = min(total, int((time.perf_counter() - start) * rate) + 1)
-    while n < due:
-        pipe.xadd(stream, {b"data": bodies[n % len(bodies)]})
-        n += 1
-    pipe.execute()
+    if due > n:
+        connection.send_packed_command([b"".join(packed[i % len(packed)] for i in range(n, due))])
+        for _ in range(due - n):
+            connection.read_response()
+        n = due
     time.sleep(0.001)
-late = time.perf_counter() - start - seconds
-print(late)
+print(time.perf_counter() - start - seconds)
 """
 
 
