@@ -14,13 +14,20 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import orjson
 import pandas as pd
 import pytest
 
 from tests.conftest import ROOT
 from tests.helpers_events import PASSWORD_VAR, RedisServer
-from tests.helpers_serving import records_from, registry_ids, registry_rows, signature_of
+from tests.helpers_serving import (
+    free_port,
+    records_from,
+    registry_ids,
+    registry_rows,
+    signature_of,
+)
 from tests.helpers_stages import run_stage_process, run_stages, stage_dir
 
 BIN = Path(sys.executable).parent
@@ -116,8 +123,10 @@ def test_kill_9_under_load_then_a_second_worker_finishes_every_event_recorded_on
     first.send_signal(signal.SIGKILL)
     first.wait()
 
+    metrics_port = free_port()
     second = consume(redis_server, bundle, registry, "second", tmp_path / "second.log",
-                     "--batch", "500", "--claim-idle-ms", "2000")
+                     "--batch", "500", "--claim-idle-ms", "2000",
+                     "--metrics-port", str(metrics_port))
 
     def finished() -> bool:
         groups = {g["name"].decode(): g for g in client.xinfo_groups("lifecycle:requests")}
@@ -125,6 +134,8 @@ def test_kill_9_under_load_then_a_second_worker_finishes_every_event_recorded_on
 
     try:
         wait_for(finished, "every event acknowledged", second, tmp_path / "second.log")
+        time.sleep(1.5)  # one more progress line: the lag gauges are set with it
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
     finally:
         second.terminate()
         second.wait(30)
@@ -154,6 +165,11 @@ def test_kill_9_under_load_then_a_second_worker_finishes_every_event_recorded_on
     assert "lag 0 pending 0" in log
     claimed = re.findall(r"(\d+) claimed from others", log)
     assert claimed and int(claimed[-1]) >= len(left)
+    # and Prometheus sees the same: answers counted, the group's lag and pending at 0
+    answered_by_second = int(re.findall(r"\((\d+) answered", log)[-1])
+    assert f'lifecycle_events_total{{outcome="answered"}} {answered_by_second}.0' in metrics
+    assert 'lifecycle_events_lag{stream="lifecycle:requests"} 0.0' in metrics
+    assert 'lifecycle_events_pending{stream="lifecycle:requests"} 0.0' in metrics
     client.delete("lifecycle:requests", "lifecycle:answers", "lifecycle:dead-letter",
                   "lifecycle:feedback")
 

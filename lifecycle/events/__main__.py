@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     consume.add_argument("--max-len", type=int, default=1_000_000,
                          help="cap (approximate) of the answers and dead-letter streams")
     consume.add_argument("--log-every", type=float, default=10.0, help="seconds between "
-                         "progress lines")
+                         "progress lines (and lag gauges)")
+    consume.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on "
+                         "127.0.0.1:PORT/metrics")
 
     produce = sub.add_parser("produce", help="send a file's rows as request events")
     produce.add_argument("--input", required=True, help=".csv, .parquet or .jsonl")
@@ -100,14 +102,22 @@ def _consume(args) -> None:
     print(f"consume: {redact(args.redis)} {streams.requests} -> {streams.answers} "
           f"(group {args.group}, consumer {args.consumer}), model {scorer.version}, "
           f"registry {redact(args.registry)}", file=sys.stderr, flush=True)
+    metrics = None
+    if args.metrics_port:
+        from lifecycle.events.metrics import WorkerMetrics
+
+        metrics = WorkerMetrics(args.metrics_port)
     worker = Worker(broker, scorer, recorder, streams, batch=args.batch,
                     block_ms=args.block_ms, claim_idle_ms=args.claim_idle_ms,
-                    max_event_bytes=args.max_event_bytes, log_every=args.log_every)
+                    max_event_bytes=args.max_event_bytes, log_every=args.log_every,
+                    metrics=metrics)
     try:
         worker.run(stop=lambda: bool(stopping))
     finally:
         worker.close()
         recorder.close()
+        if metrics:
+            metrics.close()
         broker.close()
 
 

@@ -79,6 +79,7 @@ class _Batch:
     """A micro-batch between scoring and its commit."""
 
     events: list[Event]
+    received: float  # perf_counter when read
     rows: list[tuple] = field(default_factory=list)
     answers: list[bytes] = field(default_factory=list)
     dead: list[bytes] = field(default_factory=list)
@@ -101,11 +102,13 @@ class Worker:
     def __init__(self, broker: Broker, scorer, recorder, streams: Streams, *,
                  batch: int = 1000, block_ms: int = 50, claim_idle_ms: int = 30_000,
                  max_event_bytes: int = MAX_EVENT_BYTES, deployment: str = "events",
-                 log_every: float = 10.0, fast: bool = True, overlap: bool = True):
+                 log_every: float = 10.0, fast: bool = True, overlap: bool = True,
+                 metrics=None):
         self.broker, self.scorer, self.recorder, self.streams = broker, scorer, recorder, streams
         self.batch, self.block_ms = batch, block_ms
         self.claim_idle_ms, self.max_event_bytes = claim_idle_ms, max_event_bytes
         self.deployment, self.log_every = deployment, log_every
+        self.metrics = metrics  # a metrics.WorkerMetrics, or None
         contract = scorer.contract
         self.id_column = contract.id
         self.personal = set(contract.personal_data)
@@ -180,7 +183,7 @@ class Worker:
     def _prepare(self, events: list[Event]) -> _Batch:
         """Steps 1-2: read, check and score; what step 3-5 need."""
         received = time.perf_counter()
-        batch = _Batch(events)
+        batch = _Batch(events, received)
         dead = batch.dead
         payloads, request_ids = [], []
         for stream, event_id, data in events:
@@ -221,6 +224,10 @@ class Worker:
         p.feedback += len(batch.notes) - sum(r is not None for r in refused)
         p.batches += 1
         p.fast_batches += batch.fast
+        if self.metrics:
+            self.metrics.batch(len(batch.answers), len(batch.dead),
+                               len(batch.notes) - sum(r is not None for r in refused),
+                               batch.fast, time.perf_counter() - batch.received)
 
     # --- the parts --------------------------------------------------------------------------
     def _score(self, payloads: list[bytes], request_ids: list[str], received: float,
@@ -367,8 +374,11 @@ class Worker:
         p, last = self.progress, self._logged
         rate = (p.events - last.events) / max(now - self._last_log, 1e-9)
         try:
+            backlog = self.broker.lag()
+            if self.metrics:
+                self.metrics.backlog(backlog)
             lag = ", ".join(f"{s}: lag {v['lag']} pending {v['pending']}"
-                            for s, v in self.broker.lag().items())
+                            for s, v in backlog.items())
         except Exception as exc:  # noqa: BLE001 - progress must not stop the work
             lag = f"lag unknown ({exc})"
         log.warning("consume: %d events (%d answered, %d dead-lettered, %d outcomes, %d "
