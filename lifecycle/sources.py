@@ -301,13 +301,22 @@ def _first_line(exc: Exception) -> str:
 
 def snapshot_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Make a source frame storable as Parquet without judging it: a column of mixed types
-    (SQLite stores 'abc' in an INTEGER column) becomes text; `validate` flags the bad cells."""
+    (SQLite stores 'abc' in an INTEGER column), of nested values, or of numbers Parquet cannot
+    hold (a JSON integer beyond 64 bits) becomes text; `validate` flags the bad cells."""
+    import pyarrow as pa
+
     out = frame.copy()
     for column in out.columns:
         values = out[column]
         if values.dtype == object:
             kinds = {type(v) for v in values.dropna()}
-            if len(kinds) > 1 or (kinds and kinds <= {dict, list}):
+            storable = len(kinds) <= 1 and not (kinds and kinds <= {dict, list})
+            if storable and kinds:
+                try:
+                    pa.array(values, from_pandas=True)
+                except (pa.ArrowException, OverflowError, ValueError, TypeError):
+                    storable = False
+            if not storable:
                 out[column] = values.map(lambda v: v if v is None or v != v else str(v))
                 out[column] = out[column].astype("string")
     return out

@@ -169,9 +169,12 @@ def test_unset_password_variable_is_named(postgres_crm, tmp_path, monkeypatch):
 
 
 # --- HTTP JSON API -------------------------------------------------------------------------
+HUGE = {"C0000003": 99999999999999999999, "C0000007": -9223372036854775809}
+
+
 class _Api(BaseHTTPRequestHandler):
     """/customers?page=&page_size= (numbered pages), /cursor?after= (a `next` link per page),
-    /bare (a JSON list, not an object), /broken (HTTP 503)."""
+    /bare (a JSON list, not an object), /huge (integers beyond 64 bits), /broken (HTTP 503)."""
 
     def do_GET(self):
         url = urlsplit(self.path)
@@ -190,6 +193,9 @@ class _Api(BaseHTTPRequestHandler):
                         else None})
         elif url.path == "/bare":
             self._json(records)
+        elif url.path == "/huge":   # integers JSON can hold and int64 cannot
+            self._json({"data": [{**r, "tenure": HUGE.get(r["customer_id"], r["tenure"])}
+                                 for r in records]})
         else:
             self.send_error(503, "maintenance")
 
@@ -243,6 +249,17 @@ def test_http_source_next_links(api, baseline, tmp_path):
     assert_same_rows(where, baseline)
     assert api.seen == ["/cursor", "/cursor?after=150", "/cursor?after=300", "/cursor?after=450"]
     assert collected(where)[1]["source"] == {"kind": "http", "url": _api_url(api, "/cursor")}
+
+
+def test_http_integers_beyond_64_bits_are_quarantined_not_a_traceback(api, tmp_path):
+    where = stage_dir(tmp_path, {"collect.source": {
+        "kind": "http", "url": _api_url(api, "/huge"), "records_key": "data"}})
+    run_stages(where, "collect", "validate")
+    snapshot = pd.read_parquet(where / "data" / "raw" / "snapshot.parquet")
+    assert snapshot.set_index("customer_id").loc["C0000003", "tenure"] == "99999999999999999999"
+    quarantine = pd.read_parquet(where / "data" / "interim" / "quarantine.parquet")
+    assert quarantine.set_index("customer_id")["failed_checks"].to_dict() == {
+        "C0000003": "wrong_type:tenure", "C0000007": "wrong_type:tenure"}
 
 
 def test_http_error_status_is_one_clear_error(api, tmp_path):
