@@ -150,8 +150,9 @@ def produce(url: str, stream: str, payloads: Path, rate: float, seconds: float) 
     """Add `rate` events/s for `seconds` from a process of its own; returns how late it
     finished (seconds): well above 0, the producer could not keep the rate."""
     out = subprocess.run([str(BIN / "python"), "-c", PRODUCER, url, stream, str(payloads),
-                          str(rate), str(seconds)], env=ENV, capture_output=True, text=True,
-                         check=True)
+                          str(rate), str(seconds)], env=ENV, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"the producer failed:\n{out.stderr}")
     return float(out.stdout.strip())
 
 

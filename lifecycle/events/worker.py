@@ -15,6 +15,11 @@ For each micro-batch of events (up to `batch` at a time):
    reason, to the dead-letter stream;
 5. THEN every event of the batch is acknowledged.
 
+A read takes what is there, up to `batch` (it waits up to `block_ms` only when the stream is
+empty), so batches grow with the load and a lone event is not held back. While a batch is
+committed, published and acknowledged (by one thread, batches in order), the next one is read
+and scored.
+
 A crash anywhere leaves the batch pending; another worker (or this one, restarted) claims it
 once it has been idle `claim_idle_ms`, and redoes it: the registry keeps one row per event, and
 an answer may be published twice (at-least-once: a reader keys answers by request id).
