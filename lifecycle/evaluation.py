@@ -129,12 +129,23 @@ def lift(metric: str, model: float, baseline: float) -> float:
 
 # --- bootstrap -------------------------------------------------------------------------------
 def bootstrap_ci(pred: Predictions, metric: str, threshold: float | None, resamples: int,
-                 confidence: float, seed: int) -> dict[str, float]:
+                 confidence: float, seed: int, rows: int | None = None) -> dict[str, float]:
     """Percentile bootstrap interval of one metric: rows resampled with replacement `resamples`
     times (seeded). Each resample is a row-weight vector, so a block of resamples is scored at
-    once; blocks bound the memory on large test sets."""
-    n = len(pred.y)
+    once; blocks bound the memory on large test sets.
+
+    Above `rows` rows the cost is bounded by an m-out-of-n bootstrap: a seeded sample of `rows`
+    rows is resampled, and the spread of its resampled metric around the sample's own value is
+    rescaled by sqrt(rows / n) around the full value (the metrics here converge at the sqrt(n)
+    rate). At or below `rows` rows it is the plain percentile interval."""
+    from lifecycle.sampling import sample_index
+
+    full, n = pred, len(pred.y)
     rng = np.random.default_rng(seed)
+    keep = sample_index(n, rows, seed + 1)  # a stream apart from the resamples'
+    if keep is not None:
+        pred = Predictions(pred.task, pred.y[keep], pred.scores[keep], pred.classes)
+        n = len(keep)
     block = max(1, min(resamples, 4_000_000 // max(n, 1)))
     values = []
     for start in range(0, resamples, block):
@@ -147,8 +158,15 @@ def bootstrap_ci(pred: Predictions, metric: str, threshold: float | None, resamp
     values = values[np.isfinite(values)]  # a resample with one class has no AUC
     tail = (1 - confidence) / 2
     low, high = np.quantile(values, [tail, 1 - tail]) if len(values) else (np.nan, np.nan)
+    if keep is not None:
+        ones = np.ones((1, n))
+        at_sample = weighted_metric(pred, metric, threshold, ones)[0]
+        at_full = weighted_metric(full, metric, threshold, np.ones((1, len(full.y))))[0]
+        scale = np.sqrt(n / len(full.y))
+        low, high = at_full + (low - at_sample) * scale, at_full + (high - at_sample) * scale
     return {"low": float(low), "high": float(high), "confidence": confidence,
-            "resamples": resamples}
+            "resamples": resamples, "rows": n,
+            "method": "percentile" if keep is None else "m_out_of_n"}
 
 
 def weighted_metric(pred: Predictions, metric: str, threshold: float | None,

@@ -288,6 +288,7 @@ class BootstrapParams(Section):
     resamples: int = Field(ge=10)
     confidence: float = Field(gt=0, lt=1)
     seed: int
+    rows: int | None = Field(default=None, ge=100)  # test rows resampled (seeded); null = all
 
 
 class EvaluateGate(Section):
@@ -312,6 +313,7 @@ class ExplainParams(Section):
     top_features: int = Field(gt=0)
     shap_rows: int = Field(gt=0)  # validation rows behind the global mean |SHAP|
     seed: int
+    rows: int | None = Field(default=None, gt=0)  # validation rows explained at all; null = all
 
 
 # --- package -------------------------------------------------------------------------------
@@ -329,6 +331,9 @@ class PackageParams(Section):
     reference_bins: int = Field(ge=2, le=100)  # quantile bins per number (10 = deciles)
     unknown_category: Literal["accept", "reject"]
     card: ModelCardParams
+    check_rows: int | None = Field(default=None, gt=0)  # validation rows checked; null = all
+    reference_rows: int | None = Field(default=None, gt=0)  # train rows profiled; null = all
+    seed: int = 42  # draws both samples
 
 
 # --- monitor.alerts (the monitoring stage reads it; lifecycle/monitoring/alerts.py) -------

@@ -1,7 +1,7 @@
 """explain: global importance of each input column (permutation, SHAP where exact) and local
 explanations of a few sample rows, on the validation split; personal data masked."""
 
-from lifecycle import cli, explain, features, figures, io, params, persistence
+from lifecycle import cli, explain, features, figures, io, params, persistence, sampling
 from lifecycle.contract import load_contract, mask
 from lifecycle.evaluation import display_names, rounded
 
@@ -16,6 +16,8 @@ def main() -> str:
     p = params.load("explain")
     contract = load_contract(args.contract)
     split = io.read_parquet(args.validation)
+    validation_rows = len(split)
+    split = sampling.sample_frame(split, p.rows, p.seed + 1)  # bounds every estimate's cost
     frame = features.model_frame(split, contract, derived)
     y = features.target_vector(split, contract, task)
     ids = (mask(split[contract.id].tolist()) if contract.id in split
@@ -24,6 +26,7 @@ def main() -> str:
                           contract.columns[contract.target.column].allowed)
     result = explain.explain(persistence.load(args.featurizer), persistence.load(args.model),
                              frame, y, ids, task, p, names, explain.shap_installed())
+    result["validation_rows"] = validation_rows  # `rows` of them explained (explain.rows)
 
     io.write_json(rounded(result), args.output)
     io.write_json([{"feature": k, "importance": round(v, 6)}

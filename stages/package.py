@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from lifecycle import cli, io, params, persistence
+from lifecycle import cli, io, params, persistence, sampling
 from lifecycle.errors import ParamsError, StageError
 from lifecycle.packaging import build, lineage, parity, runtime, store
 
@@ -49,6 +49,11 @@ def main() -> str:
         {"task": {"type": task}, "featurize.derived": derived, "package": p.model_dump()})
     scores = io.read_json(args.scores)
     train, validation = io.read_parquet(args.train), io.read_parquet(args.validation)
+    samples = {"train_rows": len(train), "validation_rows": len(validation)}
+    # seeded samples bound the cost of the reference statistics and the checks on big data
+    train = sampling.sample_frame(train, p.reference_rows, p.seed)
+    validation = sampling.sample_frame(validation, p.check_rows, p.seed + 1)
+    samples.update(reference_rows=len(train), check_rows=len(validation))
     files = build.build_files(
         name=p.name, task=task, contract_text=contract_text,
         featurizer=persistence.load(args.featurizer), model=persistence.load(args.model),
@@ -65,7 +70,7 @@ def main() -> str:
     engines = parity.compare_engines(bundle, checked, p.tolerance)
     paths = parity.compare_paths(bundle, validation)
     io.write_json({"version": manifest["version"], "onnx_vs_sklearn": engines,
-                   "records_vs_frame": paths,
+                   "records_vs_frame": paths, "samples": samples,
                    "bytes": {name: len(data) for name, data in files.items()}}, args.metrics)
     if not engines["ok"] or not paths["ok"]:
         store.remove_bundle(args.bundle)

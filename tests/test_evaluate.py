@@ -88,6 +88,25 @@ def test_bootstrap_interval_holds_the_estimate_and_is_seeded():
     assert wider["low"] < narrow["low"] and narrow["high"] < wider["high"]
 
 
+def test_bootstrap_of_a_sample_rescaled_matches_the_full_bootstrap():
+    # evaluate.bootstrap.rows bounds the cost on big test sets: m-out-of-n, rescaled
+    pred = binary_predictions(n=40_000)
+    point = ev.metrics(pred, 0.5)
+    for name in ("roc_auc", "pr_auc", "log_loss"):
+        full = ev.bootstrap_ci(pred, name, 0.5, resamples=300, confidence=0.95, seed=1)
+        part = ev.bootstrap_ci(pred, name, 0.5, resamples=300, confidence=0.95, seed=1,
+                               rows=5_000)
+        assert (full["rows"], full["method"]) == (40_000, "percentile")
+        assert (part["rows"], part["method"]) == (5_000, "m_out_of_n")
+        assert part["low"] < point[name] < part["high"], name
+        width = full["high"] - full["low"]
+        assert abs(part["high"] - part["low"] - width) < 0.25 * width, name
+        assert abs(part["low"] - full["low"]) < 0.25 * width, name
+    small = ev.bootstrap_ci(pred, "roc_auc", 0.5, resamples=300, confidence=0.95, seed=1,
+                            rows=40_000)
+    assert small == ev.bootstrap_ci(pred, "roc_auc", 0.5, resamples=300, confidence=0.95, seed=1)
+
+
 def test_campaign_value_arithmetic_on_a_hand_made_example():
     # value = TP * success_rate * value_per_retained - (TP + FP) * cost_per_contact
     assert ev.campaign_value(10, 5, value_per_retained=100, cost_per_contact=2,
