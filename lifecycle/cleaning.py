@@ -71,14 +71,18 @@ def _as_type(values: pd.Series, spec: ColumnSpec) -> pd.Series:
     return text
 
 
+FLOAT_LIMIT = float(np.finfo(np.float32).max)   # the ONNX model computes in float32
+
+
 def _as_float(values: pd.Series) -> pd.Series:
-    """Finite float64; text that is not a number, inf, nan, or a true/false becomes null."""
+    """float64 within float32's range (inf and 1e39 are no number the model can use); text that
+    is not a number, nan, or a true/false becomes null."""
     if values.dtype.kind == "b":
         return pd.Series(np.nan, index=values.index)
     numbers = pd.to_numeric(values, errors="coerce") if values.dtype.kind not in "iuf" \
         else values
     numbers = numbers.astype("float64")
-    return numbers.where(np.isfinite(numbers))
+    return numbers.where(numbers.abs() <= FLOAT_LIMIT)
 
 
 _INT64 = (-(2**63), 2**63)   # [low, high): exactly representable as float64 too

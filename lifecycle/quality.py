@@ -10,7 +10,7 @@ import pandera.pandas as pa
 
 from lifecycle.cleaning import make_coherent, parse_datetimes
 from lifecycle.contract import Contract, mask
-from lifecycle.errors import StageError, clip_names
+from lifecycle.errors import StageError, clip, clip_names
 
 PANDAS_DTYPES = {"int": "Int64", "float": "float64", "bool": "boolean", "string": "string",
                  "category": "string", "datetime": "datetime64[us]"}
@@ -100,7 +100,8 @@ def _schema_failures(coherent, contract, unreadable) -> list[tuple[str, pd.Serie
     if len(row_level) < len(cases):
         first = cases[cases["index"].isna()].iloc[0]
         raise StageError(
-            f"column {first['column']} fails {first['check']}: {first['failure_case']}")
+            f"column {clip(first['column'], 40)} fails {first['check']}: "
+            f"{clip(first['failure_case'])}")
     out = []
     for (column, check), group in row_level.groupby(["column", "check"], sort=False):
         rows = pd.Series(False, index=coherent.index)
@@ -133,7 +134,8 @@ def _rule_failures(coherent, contract, as_of) -> list[tuple[str, pd.Series]]:
         try:
             holds = numeric.eval(rule.check, resolvers=({"as_of": as_of},)).astype(bool)
         except Exception as exc:  # noqa: BLE001 - a broken rule is a contract error
-            raise StageError(f"contract rule '{rule.name}' cannot be evaluated: {exc}") from exc
+            raise StageError(f"contract rule '{rule.name}' cannot be evaluated: "
+                             f"{clip(exc, 200)}") from exc
         out.append((f"rule:{rule.name}", judged & ~holds))
     return out
 

@@ -392,9 +392,10 @@ def test_zero_padded_ids_stay_text(tmp_path, demo_sqlite):
 
 
 OVERFLOWS = ["inf", "-inf", "1e20", "9223372036854775808", "99999999999999999999", "nan", "NaN",
-             "1e400", "-9223372036854775809", "Infinity", "12.5", "true", "1_000", "\uff11\uff12"]
+             "1e400", "-9223372036854775809", "Infinity", "12.5", "true", "1_000", "\uff11\uff12",
+             "-1e39"]
 JSON_NUMBERS = {"1e20", "9223372036854775808", "99999999999999999999", "1e400",
-                "-9223372036854775809", "Infinity", "NaN", "12.5"}   # unquoted in JSON Lines
+                "-9223372036854775809", "Infinity", "NaN", "12.5", "-1e39"}   # unquoted in JSONL
 
 
 @pytest.mark.parametrize("source", ["csv", "jsonl", "sqlite"])
@@ -419,7 +420,7 @@ def test_numbers_that_do_not_fit_are_quarantined_not_tracebacks(source, tmp_path
         db = where / "data" / "external" / "crm.sqlite"
         shutil.copy(demo_sqlite, db)
         with sqlite3.connect(db) as con:
-            for _, row in table.loc[list(range(10, 24)) + list(range(30, 44))].iterrows():
+            for _, row in table.loc[list(range(10, 25)) + list(range(30, 45))].iterrows():
                 for column in ("tenure", "monthly_charges"):
                     value = row[column]
                     if isinstance(value, str):   # a real inf where SQLite can hold one
