@@ -25,7 +25,7 @@ from lifecycle import features
 from lifecycle.packaging.rows import coherent_value
 
 ARROW_TYPES = {"int": "int64", "float": "float64", "string": "string", "category": "string"}
-_EXACT_INT = 2**53  # beyond this an int is not exact as float64: the record path decides
+_EXACT_INT = 2**53  # beyond this a number is not read by `coherent_value`: the record path is
 
 
 class ColumnPath:
@@ -71,8 +71,8 @@ class ColumnPath:
             if f.type in ("int", "float"):
                 values = column.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
                 null = np.isnan(values)
-                if f.type == "int" and np.abs(values[~null]).max(initial=0) >= _EXACT_INT:
-                    return None
+                if np.abs(values[~null]).max(initial=0) >= _EXACT_INT:
+                    return None  # the record path reads such numbers as the batch path does
             else:
                 coherent = self._coherent_texts(f, column)
                 if coherent is None:
