@@ -62,7 +62,7 @@ def bad_events(rows: list[dict], signature: dict) -> dict[str, dict]:
         f"wrong_type:{number}": {"data": orjson.dumps({**row, number: "twelve"})},
         f"missing_required:{required}": {
             "data": orjson.dumps({k: v for k, v in row.items() if k != required})},
-        "unknown_field:favourite_colour": {"data": orjson.dumps({**row,
+        "undeclared:favourite_colour": {"data": orjson.dumps({**row,
                                                                  "favourite_colour": "red"})},
         "oversize": {"data": orjson.dumps({**row, "pad": "x" * 20_000})},
         "missing_field:data": {"payload": b"{}"},

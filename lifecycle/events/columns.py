@@ -31,11 +31,11 @@ _EXACT_INT = 2**53  # beyond this a number is not read by `coherent_value`: the 
 class ColumnPath:
     """Checks and scores JSON records of one bundle as columns (module docstring)."""
 
-    def __init__(self, bundle):
+    def __init__(self, scorer):
         import pyarrow as pa
         import pyarrow.json as pj
 
-        self.bundle = bundle
+        self.bundle = bundle = scorer.bundle
         self.fields = list(bundle._fields)
         self.usable = all(f.type in ARROW_TYPES for f in self.fields)
         schema = pa.schema([(f.name, ARROW_TYPES.get(f.type, "string")) for f in self.fields])
@@ -43,12 +43,16 @@ class ColumnPath:
                                       unexpected_field_behavior="error")
         self._read = pj.ReadOptions(use_threads=False, block_size=1 << 26)
         self._decide = bundle.decide
+        # the API's bounds on text (serving.inputs), where the scorer has them: a longer text
+        # goes by record, to be refused there with the API's reason
+        self.limits = dict(getattr(getattr(scorer, "inputs", None), "limits", None) or {})
         self._wanted = bundle._value_columns
 
     def run(self, payloads: list[bytes]):
         """(columns, ok mask, {position: reason}, answers of the ok rows as {prediction,
         probability?} arrays) or None when the record path must decide this batch."""
         import pyarrow as pa
+        import pyarrow.compute as pc
         import pyarrow.json as pj
 
         if not self.usable or not payloads:
@@ -74,6 +78,9 @@ class ColumnPath:
                 if np.abs(values[~null]).max(initial=0) >= _EXACT_INT:
                     return None  # the record path reads such numbers as the batch path does
             else:
+                limit = self.limits.get(f.name)
+                if limit is not None and (pc.max(pc.utf8_length(column)).as_py() or 0) > limit:
+                    return None
                 coherent = self._coherent_texts(f, column)
                 if coherent is None:
                     return None

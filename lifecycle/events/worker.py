@@ -3,7 +3,7 @@
 For each micro-batch of events (up to `batch` at a time):
 
 1. each request event's `data` field is read as one JSON record, as one record of a /predict
-   body: bounded in size, an object, no field outside the bundle's signature (and the id);
+   body: bounded in size, an object, no column the contract does not declare;
 2. the records are checked against the bundle's contract and scored, the whole batch as
    columns (`columns.ColumnPath`: the bundle's own checks and ONNX feed, as batch scoring
    runs them) or, when a batch holds what only the record path can judge, record by record
@@ -117,11 +117,14 @@ class Worker:
         contract = scorer.contract
         self.id_column = contract.id
         self.personal = set(contract.personal_data)
-        self.known = {f["name"] for f in _fields(scorer.signature)} | {self.id_column}
+        # a record may carry any column the contract declares (the API's rule); the others
+        # are refused, or dropped when the contract says `extra_columns: ignore`
+        self.declared = set(contract.columns) | {f["name"] for f in _fields(scorer.signature)}
+        self.drop_undeclared = contract.extra_columns == "ignore"
         labels = scorer.outcome_values()
         self.outcomes = set(labels) if labels is not None else None
         self.progress = Progress()
-        self.columns = ColumnPath(scorer.bundle) if fast and scorer.engine == "onnx" else None
+        self.columns = ColumnPath(scorer) if fast and scorer.engine == "onnx" else None
         self._fast = False
         # overlap: a batch is checked and scored while the one before is being committed,
         # published and acknowledged (in order, by one thread: the guarantees hold per batch)
@@ -328,9 +331,11 @@ class Worker:
             return None, f"not_json: {exc}"
         if not isinstance(record, dict):
             return None, f"not_an_object: a JSON {type(record).__name__}, expected one record"
-        unknown = record.keys() - self.known
-        if unknown:
-            return None, "; ".join(f"unknown_field:{k}" for k in sorted(unknown))
+        undeclared = record.keys() - self.declared
+        if undeclared:
+            if not self.drop_undeclared:
+                return None, "; ".join(f"undeclared:{k}" for k in sorted(undeclared))
+            record = {k: v for k, v in record.items() if k in self.declared}
         return record, None
 
     def _outcome(self, data: bytes | None) -> tuple[dict | None, str | None]:
