@@ -104,6 +104,19 @@ class RedisBroker:
         return dict(zip(fields[::2], fields[1::2], strict=True)).get(self.field) if fields \
             else None
 
+    def _raw_packed(self, command: bytes):
+        """A pre-encoded command (RESP), its reply as the server sent it."""
+        pool = self.client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command([command])
+            return connection.read_response()
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+
     def _raw(self, *args):
         """One command, its reply as the server sent it (the client library's reply
         callbacks would build more objects per event than the rest of the read)."""
@@ -192,7 +205,11 @@ class RedisBroker:
         for stream, event_id in events:
             by_stream.setdefault(stream, []).append(event_id)
         for stream, ids in by_stream.items():
-            self._raw("XACK", stream, self.group, *ids)
+            head = [b"XACK", stream.encode(), self.group.encode()]
+            parts = [b"*%d\r\n" % (len(head) + len(ids))]
+            parts += [b"$%d\r\n%s\r\n" % (len(a), a) for a in head]
+            parts += [b"$%d\r\n%s\r\n" % (len(i), i.encode()) for i in ids]
+            self._raw_packed(b"".join(parts))
 
     def lag(self) -> dict[str, dict]:
         out = {}
