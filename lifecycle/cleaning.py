@@ -6,6 +6,7 @@ serving alike; the de-duplication and target rules run in preprocess only.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections import Counter
 
@@ -30,7 +31,7 @@ def make_coherent(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame
         if spec is None:
             coherent[name] = values
             continue
-        typed = _as_type(_tidy_text(values), spec)
+        typed = _as_type(values if _holds_dates(values) else _tidy_text(values), spec)
         coherent[name] = typed
         unreadable[name] = _present(values) & typed.isna()
     return pd.DataFrame(coherent, index=frame.index), pd.DataFrame(unreadable, index=frame.index)
@@ -135,6 +136,8 @@ def parse_datetimes(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.
     e.g. 09/10/2026 under both %d/%m/%Y and %m/%d/%Y). Unmatched and ambiguous values are null:
     a date is never guessed."""
     ambiguous = pd.Series(False, index=values.index)
+    if _holds_dates(values):   # typed by the source (a SQL DATE, a Parquet date32)
+        values = pd.to_datetime(values, utc=True)
     if values.dtype.kind == "M":
         stamps = values.dt.tz_convert("UTC").dt.tz_localize(None) \
             if values.dt.tz is not None else values
@@ -150,6 +153,15 @@ def parse_datetimes(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.
         stamps = stamps.fillna(one)
     stamps = stamps.mask(ambiguous).dt.tz_localize(None).astype("datetime64[us]")
     return stamps, ambiguous
+
+
+def _holds_dates(values: pd.Series) -> bool:
+    """Python dates or datetimes in an object column: typed by the source, not text."""
+    if values.dtype != object:
+        return False
+    present = values.notna().to_numpy()
+    return bool(present.any()) and isinstance(values.iloc[present.argmax()], dt.date) and all(
+        isinstance(v, dt.date) for v in values[present])
 
 
 def spelling_key(value: str) -> str:

@@ -648,3 +648,17 @@ def test_a_bad_header_is_named_by_file_in_a_bounded_line(header, tmp_path, demo_
     assert code == 1
     line = assert_one_error_line(err, stage)
     assert len(line) < 400, line
+
+
+def test_dates_typed_by_the_source_need_no_format(tmp_path, demo_sqlite):
+    """A Parquet date (or a SQL DATE) is a date already: the contract's text format does not
+    apply to it."""
+    table = demo_table(demo_sqlite)
+    table["signup_date"] = pd.to_datetime(table["signup_date"]).dt.date   # Parquet date32
+    where = stage_dir(tmp_path, {"collect.source": {"kind": "files",
+                                                    "path": "data/external/customers.parquet"}})
+    (where / "data" / "external").mkdir(parents=True)
+    table.to_parquet(where / "data" / "external" / "customers.parquet", index=False)
+    _contract_with(where, SIGNUP, SIGNUP.replace('"%Y-%m-%d"', '"%d/%m/%Y"'))
+    run_stages(where, "collect", "validate")
+    assert metrics(where, "validate")["rows_out"] == 500
