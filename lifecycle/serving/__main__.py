@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--durability", choices=["normal", "full"], default="normal",
                        help="SQLite: normal survives a server crash, full also power loss")
     serve.add_argument("--repo", default=".", help="the git+DVC repo that versions come from")
+    serve.add_argument("--request-timeout", type=float, default=10.0,
+                       help="seconds a client has to send one whole request (408 after)")
+    serve.add_argument("--max-head-bytes", type=int, default=32 * 1024,
+                       help="request line + headers at most this many bytes (431 beyond)")
 
     predict = sub.add_parser("predict", help="score a file with a bundle")
     predict.add_argument("--bundle", default="models/bundle")
@@ -94,11 +98,13 @@ def _expected(exc: Exception) -> bool:
 
 
 def _serve(args) -> None:
-    import uvicorn
+    from lifecycle.extras import require
 
-    from lifecycle.serving.app import PredictLane, admin_token_from_env, create_app, load_variants
+    require("serve", "the real-time API")
+    from lifecycle.serving.app import admin_token_from_env, create_app, load_variants
     from lifecycle.serving.deploy import load_deployment, single
     from lifecycle.serving.registry import Registry
+    from lifecycle.serving.server import serve
 
     deployment = load_deployment(args.deployment) if args.deployment else single(args.bundle)
     variants = load_variants(deployment, args.repo)
@@ -114,10 +120,8 @@ def _serve(args) -> None:
         # collector from walking them again and again under load (p99 pauses).
         gc.collect()
         gc.freeze()
-        # One worker, uvloop + httptools, no access log: the lean path the budget needs.
-        uvicorn.run(PredictLane(app), host=args.host, port=args.port, loop="uvloop",
-                    http="httptools", access_log=False, log_level="warning",
-                    timeout_graceful_shutdown=5)
+        serve(app, args.host, args.port, request_timeout=args.request_timeout,
+              max_head_bytes=args.max_head_bytes)
     finally:
         registry.close()
 

@@ -1,38 +1,37 @@
 """The real-time API (FastAPI on uvicorn): /predict, /feedback, /health, /metadata, /admin/*.
 
-The request schema is the bundle's signature (see `schema`); the answer for each record is its
-prediction, the probability (classification), the model version, the variant and a request
-id. Every answer is committed to the inference registry before it is sent.
+Every endpoint is an ordinary FastAPI route, so middleware a user adds (`app.add_middleware`:
+auth, CORS, tracing, metrics) wraps /predict like any other. /predict itself is thin: it reads
+the JSON body (415 for another media type, 413 beyond MAX_BODY_BYTES), checks its shape against
+the bundle's signature (`schema`), and hands the records to the serving core
+(`core.PredictionService`: contract check, routing, ONNX scoring, the registry commit), which
+the other transports share. Every answer is committed to the inference registry before it is
+sent.
 
-The hot path is kept lean on purpose (bench/serving.py measures it): `PredictLane` takes
-POST /predict past the framework's per-request layers; the body is parsed with orjson and
-validated by pydantic-core directly; the bundle checks and scores plain records (no pandas);
-concurrent requests share one ONNX run (`scoring.Batcher`) and one registry commit; the
-answer is serialised with orjson.
+Speed (bench/serving.py measures it): the body is parsed with orjson and validated by
+pydantic-core directly, the answer serialised with orjson; concurrent requests share one ONNX
+run and one registry commit inside the core.
 """
 
 from __future__ import annotations
 
 import hmac
-import itertools
 import logging
 import os
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
-from lifecycle.contract import mask
 from lifecycle.errors import StageError
-from lifecycle.serving.deploy import Deployment, Router, fetch_bundle
+from lifecycle.serving.core import PredictionService, Variant, load_variants
+from lifecycle.serving.deploy import Deployment
 from lifecycle.serving.registry import Registry, RegistryError
 from lifecycle.serving.schema import MAX_RECORDS, RecordParser, RequestInvalid, record_model
-from lifecycle.serving.scoring import Batcher, Scorer, load_scorer
+from lifecycle.serving.scoring import Scorer
 
 log = logging.getLogger("lifecycle.serving")
 
@@ -40,39 +39,21 @@ MAX_BODY_BYTES = 1 << 20  # 1 MiB: about 1,000 records of this signature
 ADMIN_TOKEN_ENV = "SERVING_ADMIN_TOKEN"
 JSON = "application/json"
 
-
-@dataclass
-class Variant:
-    name: str
-    scorer: Scorer
-    source: str  # where the bundle came from: a path, a version or a stage
-
-
-def load_variants(deployment: Deployment, repo: str | Path = ".") -> dict[str, Variant]:
-    """Resolve and load every variant's bundle (manifest checked); a bad one is a StageError."""
-    variants = {}
-    for name, spec in deployment.variants.items():
-        path = fetch_bundle(spec, deployment.model, repo)
-        source = spec.bundle or (f"{deployment.model}@{spec.version}" if spec.version
-                                 else f"{deployment.model}#{spec.stage}")
-        variants[name] = Variant(name, load_scorer(path, deployment.engine), source)
-    return variants
-
-
-def _id_source():
-    """Request ids: a random 64-bit prefix per server start and a counter. Unique across
-    restarts like a UUID, at a fraction of uuid4's cost (no system call per request)."""
-    prefix = os.urandom(8).hex()
-    counter = itertools.count()
-    return lambda: f"{prefix}{next(counter):016x}"
-
-
-new_id = _id_source()
+__all__ = ["MAX_BODY_BYTES", "Variant", "create_app", "load_variants"]
 
 
 def _json(payload, status: int = 200) -> Response:
     return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status,
                     media_type=JSON)
+
+
+def is_json(content_type: str | None) -> bool:
+    """application/json (any parameters) or a +json type: what /predict and /feedback read.
+    Anything else (a cross-site form or text/plain POST) is refused with 415."""
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == JSON or (media.startswith("application/") and media.endswith("+json"))
 
 
 def feedback_model(labels: list[str] | None) -> type[BaseModel]:
@@ -87,110 +68,39 @@ def feedback_model(labels: list[str] | None) -> type[BaseModel]:
 
 class Switch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    to: str | None = Field(default=None, description="the slot to make live (default: the idle)")
+    to: str | None = Field(default=None, min_length=1, max_length=100,
+                           description="the slot to make live (default: the idle one)")
+
+
+def require_json(request: Request) -> None:
+    """A route dependency: 415 unless the body is declared JSON (checked before the body)."""
+    if not is_json(request.headers.get("content-type")):
+        raise HTTPException(415, f"send the body as {JSON}")
 
 
 def create_app(deployment: Deployment, variants: dict[str, Variant], registry: Registry,
                admin_token: str | None = None) -> FastAPI:
-    """The API over loaded variants and a started registry (the caller owns both)."""
-    router = Router(deployment)
-    live = variants[router.live].scorer
+    """The API over loaded variants and a started registry (the caller owns both). The serving
+    core it answers with is `app.state.service`."""
+    service = PredictionService(deployment, variants, registry)
+    router = service.router
+    live = service.live
     contract = live.contract
-    id_column = contract.id
-    personal = set(contract.personal_data)
-    Record = record_model(live.signature, id_column)  # noqa: N806 - a class
-    parser = RecordParser(Record)
+    Record = record_model(live.signature, contract.id, carried=contract.columns,  # noqa: N806
+                          masked=frozenset(contract.personal_data))
+    parser = RecordParser()
     Feedback = feedback_model(live.outcome_values())  # noqa: N806 - a class
     app = FastAPI(title=f"{deployment.model}: {deployment.name}",
                   summary="Real-time predictions; every answer is recorded.",
                   version=live.version, max_body_size=MAX_BODY_BYTES)
+    app.state.service = service
     app.state.router, app.state.registry, app.state.variants = router, registry, variants
-
-    def masked(record: dict) -> str:
-        if personal:
-            record = {k: (mask([v])[0] if k in personal else v) for k, v in record.items()}
-        return orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS).decode()
 
     record_schema = {"$ref": "#/components/schemas/Record"}
     answer_schema = {"$ref": "#/components/schemas/Prediction"}
 
-    batchers = {name: Batcher(v.scorer) for name, v in variants.items()}
-
-    def error(status: int, detail) -> tuple[int, bytes]:
-        return status, orjson.dumps({"detail": detail})
-
-    async def answer(body: bytes) -> tuple[int, bytes]:
-        """POST /predict: (status, JSON body). Shared by the FastAPI route (which documents
-        it) and `PredictLane` (which serves it without the framework's per-request layers)."""
-        received = time.perf_counter()
-        try:
-            records, many = parser.parse(orjson.loads(body))
-        except orjson.JSONDecodeError as exc:
-            return error(422, [{"loc": ["body"], "type": "json_invalid",
-                                "msg": f"invalid JSON: {exc}"}])
-        except RequestInvalid as exc:
-            return error(422, exc.errors)
-        n = len(records)
-        request_ids = [new_id() for _ in range(n)]
-        served: dict[str, list[int]] = {}
-        shadowed: dict[str, list[int]] = {}
-        for i, record in enumerate(records):
-            name, shadows = router.route(str(record.get(id_column) or request_ids[i]))
-            served.setdefault(name, []).append(i)
-            for shadow in shadows:
-                shadowed.setdefault(shadow, []).append(i)
-        answers: list = [None] * n
-        checked: list = [None] * n
-        engines: dict[str, str] = {}
-        errors = []
-        for name, index in served.items():
-            ok, reasons, results, engines[name] = await batchers[name].run(
-                [records[i] for i in index])
-            if reasons:
-                errors += [{"loc": ["body", index[j]] if many else ["body"], "type": "contract",
-                            "msg": reason} for j, reason in reasons.items()]
-                continue
-            version = variants[name].scorer.version
-            for i, record, result in zip(index, ok, results, strict=True):
-                checked[i] = record
-                answers[i] = {"request_id": request_ids[i], **result,
-                              "model_version": version, "variant": name}
-        if errors:
-            return error(422, errors)
-        latency_ms = (time.perf_counter() - received) * 1000
-        now = time.time()
-        inputs = [masked(r) for r in checked]
-        routing = [mask([r[id_column]])[0] if r.get(id_column) else None for r in checked]
-
-        def row(i: int, result: dict, role: str, name: str, ms: float) -> dict:
-            return {"request_id": request_ids[i], "role": role, "created_at": now,
-                    "deployment": deployment.name, "strategy": deployment.strategy,
-                    "variant": name, "model_version": variants[name].scorer.version,
-                    "engine": engines[name],
-                    "routing_key": routing[i], "inputs": inputs[i],
-                    "prediction": str(result["prediction"]),
-                    "probability": result.get("probability"), "latency_ms": ms}
-
-        rows = [row(i, answers[i], "served", answers[i]["variant"], latency_ms)
-                for i in range(n)]
-        for name, index in shadowed.items():
-            try:
-                _, reasons, results, engines[name] = await batchers[name].run(
-                    [records[i] for i in index])
-            except Exception:  # noqa: BLE001 - a failing shadow must never fail the answer
-                log.exception("shadow variant %s failed; its rows are not recorded", name)
-                continue
-            kept = [i for j, i in enumerate(index) if j not in reasons]
-            ms = (time.perf_counter() - received) * 1000
-            rows += [row(i, result, "shadow", name, ms)
-                     for i, result in zip(kept, results, strict=True)]
-        try:
-            await registry.record(rows)
-        except RegistryError as exc:
-            return error(503, f"the answer could not be recorded: {exc}")
-        return 200, orjson.dumps(answers if many else answers[0])
-
-    app.state.answer = answer
+    def error(status: int, detail) -> Response:
+        return Response(orjson.dumps({"detail": detail}), status, media_type=JSON)
 
     @app.post(
         "/predict", summary="Score one record or a list of records",
@@ -201,11 +111,30 @@ def create_app(deployment: Deployment, variants: dict[str, Variant], registry: R
                          "content": {JSON: {"schema": {"anyOf": [
                              answer_schema, {"type": "array", "items": answer_schema}]}}}},
                    413: {"description": "body too large"},
+                   415: {"description": "the body is not JSON (Content-Type)"},
                    422: {"description": "invalid records: one message per bad field"},
                    503: {"description": "the registry could not record the answer"}})
     async def predict(request: Request) -> Response:
-        status, payload = await answer(await request.body())
-        return Response(payload, status, media_type=JSON)
+        received = time.perf_counter()
+        if not is_json(request.headers.get("content-type")):
+            return error(415, f"send the records as {JSON}")
+        try:
+            records, many = parser.parse(orjson.loads(await request.body()))
+        except orjson.JSONDecodeError as exc:
+            return error(422, [{"loc": ["body"], "type": "json_invalid",
+                                "msg": f"invalid JSON: {exc}"}])
+        except RequestInvalid as exc:
+            return error(422, exc.errors)
+        try:
+            result = await service.submit(records, received=received)
+        except RegistryError as exc:
+            return error(503, f"the answer could not be recorded: {exc}")
+        if result.errors:
+            return error(422, [{"loc": ["body", *([e["index"]] if many else []),
+                                        *([e["field"]] if e["field"] else [])],
+                                "type": e["type"], "msg": e["msg"]} for e in result.errors])
+        return Response(orjson.dumps(result.answers if many else result.answers[0]),
+                        media_type=JSON)
 
     async def give_feedback(note) -> Response:
         from starlette.concurrency import run_in_threadpool
@@ -224,7 +153,9 @@ def create_app(deployment: Deployment, variants: dict[str, Variant], registry: R
     # the body model is built at run time: give FastAPI the class, not a name to look up
     give_feedback.__annotations__ = {"note": Feedback, "return": Response}
     app.post("/feedback", summary="The true outcome of an earlier prediction",
-             responses={404: {"description": "no prediction with this request id"},
+             dependencies=[Depends(require_json)],
+             responses={415: {"description": "the body is not JSON (Content-Type)"},
+                        404: {"description": "no prediction with this request id"},
                         409: {"description": "feedback for this request id already recorded"},
                         422: {"description": "invalid outcome"}})(give_feedback)
 
@@ -262,13 +193,29 @@ def create_app(deployment: Deployment, variants: dict[str, Variant], registry: R
                        403: {"description": "admin disabled (no token configured)"},
                        409: {"description": "not possible in this deployment's state"}}
 
+    switch_body = TypeAdapter(Switch)
+
     @app.post("/admin/switch", summary="Blue/green: make a slot live", tags=["admin"],
-              responses=admin_responses)
-    async def switch(request: Request, body: Switch | None = None) -> Response:
+              responses={**admin_responses, 415: {"description": "the body is not JSON"},
+                         422: {"description": "invalid body"}},
+              openapi_extra={"requestBody": {"required": False, "content": {JSON: {
+                  "schema": Switch.model_json_schema()}}}})
+    async def switch(request: Request) -> Response:
+        # the token is checked first: nobody without it gets the body parsed
         if (refused := authorised(request)) is not None:
             return refused
+        raw = await request.body()
+        to = None
+        if raw.strip():
+            if not is_json(request.headers.get("content-type")):
+                return _json({"detail": f"send the body as {JSON}"}, 415)
+            try:
+                to = switch_body.validate_json(raw).to
+            except ValidationError as exc:
+                return _json({"detail": exc.errors(include_url=False, include_context=False,
+                                                   include_input=False)}, 422)
         try:
-            state = router.switch(body.to if body else None)
+            state = router.switch(to)
         except StageError as exc:
             return _json({"detail": str(exc)}, 409)
         log.warning("blue/green: %s is live (was %s)", state["live"], state.get("previous"))
@@ -299,53 +246,6 @@ def create_app(deployment: Deployment, variants: dict[str, Variant], registry: R
 
     _document(app, Record, live)
     return app
-
-
-class PredictLane:
-    """POST /predict straight to its handler, past the framework's per-request layers
-    (middleware stack, routing, dependency solving: about half of a request's CPU time);
-    every other path goes to the FastAPI app. Same body limit, same answers."""
-
-    def __init__(self, app: FastAPI, limit: int = MAX_BODY_BYTES):
-        self.app, self.limit = app, limit
-        self.answer = app.state.answer
-
-    async def __call__(self, scope, receive, send) -> None:
-        if not (scope["type"] == "http" and scope["path"] == "/predict"
-                and scope["method"] == "POST"):
-            return await self.app(scope, receive, send)
-        body, size = [], 0
-        for key, value in scope["headers"]:
-            if key == b"content-length" and (not value.isdigit() or int(value) > self.limit):
-                return await self._send(send, 413, self._too_large())
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                return await self._send(send, 413, self._too_large())
-            body.append(chunk)
-            if not message.get("more_body"):
-                break
-        try:
-            status, payload = await self.answer(b"".join(body))
-        except Exception:  # noqa: BLE001 - log it, answer 500 rather than drop the connection
-            log.exception("POST /predict failed")
-            status, payload = 500, orjson.dumps({"detail": "internal error (logged)"})
-        await self._send(send, status, payload)
-        return None
-
-    def _too_large(self) -> bytes:
-        return orjson.dumps({"detail": f"request body larger than {self.limit} bytes"})
-
-    @staticmethod
-    async def _send(send, status: int, payload: bytes) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(payload)).encode())]})
-        await send({"type": "http.response.body", "body": payload})
 
 
 def _document(app: FastAPI, record: type[BaseModel], scorer: Scorer) -> None:

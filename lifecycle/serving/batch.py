@@ -1,7 +1,8 @@
 """Batch inference: score a CSV, Parquet or JSON Lines file with a bundle, chunk by chunk.
 
-Each chunk's rows are checked against the bundle's signature (`Bundle.check_rows`); rows
-that fail go to the rejects file with their reason (personal data masked, as in quarantine),
+Each chunk's rows get the input check the API uses (`inputs.InputCheck`: bounds, declared
+columns, then the bundle's contract checks); rows that fail go to the rejects file with their
+reason (personal data masked, as in quarantine),
 the rest are scored. Memory stays bounded by the chunk size whatever the file's size, and
 rows in = rows scored + rows rejected, always.
 """
@@ -18,6 +19,7 @@ import pandas as pd
 
 from lifecycle.contract import mask
 from lifecycle.errors import StageError
+from lifecycle.serving.inputs import InputCheck
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -44,9 +46,35 @@ def read_chunks(path: str | Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
         elif fmt == "csv":
             yield from pd.read_csv(path, chunksize=chunk_rows)
         else:
-            yield from pd.read_json(path, lines=True, dtype=False, chunksize=chunk_rows)
+            yield from _jsonl_chunks(path, chunk_rows)
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise StageError(f"cannot read {path} as {fmt}: {exc}") from exc
+
+
+def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """JSON Lines, each line read by Python's json as the API reads a body (any integer, no
+    type guessing across lines), so both paths judge the same values; a line that is not a
+    JSON object is one error naming its line."""
+    import json
+
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise StageError(f"{path}:{number}: not JSON ({exc})") from None
+            if not isinstance(row, dict):
+                raise StageError(f"{path}:{number}: a line must be a JSON object, not "
+                                 f"{type(row).__name__}")
+            rows.append(row)
+            if len(rows) == chunk_rows:
+                yield pd.DataFrame.from_records(rows)
+                rows = []
+    if rows:
+        yield pd.DataFrame.from_records(rows)
 
 
 def count_rows(path: str | Path) -> int | None:
@@ -133,13 +161,14 @@ def score_file(bundle, input_path: str | Path, output: str | Path,
     contract = bundle.contract
     id_column = contract.id
     summary = BatchSummary(version=bundle.version, engine=engine)
+    check = InputCheck(bundle)  # the same input check as the API's
     scored_out, rejects_out = ChunkWriter(output), ChunkWriter(rejects)
     with tqdm(total=count_rows(input_path), unit=" rows", desc="predict",
               disable=not progress, mininterval=0.5) as bar:
         for chunk in read_chunks(input_path, chunk_rows):
             chunk.index = pd.RangeIndex(summary.rows_in, summary.rows_in + len(chunk))
             summary.rows_in += len(chunk)
-            ok, bad = bundle.check_rows(chunk)
+            ok, bad = check.frame(chunk)
             if len(ok):
                 answers = bundle.predict(ok, engine=engine)
                 out = pd.DataFrame({"row": ok.index.to_numpy()}, index=ok.index)

@@ -20,8 +20,11 @@ is routed by its request id.
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+import os
+import shutil
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 from typing import Literal
@@ -31,6 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lifecycle.errors import StageError
 from lifecycle.io import read_yaml_model
+
+log = logging.getLogger("lifecycle.serving")
 
 Strategy = Literal["single", "blue_green", "canary", "shadow", "ab"]
 
@@ -162,7 +167,8 @@ class Router:
             raise StageError(f"switch needs strategy blue_green, this is "
                              f"{self.deployment.strategy}")
         with self._lock:
-            target = to or next(n for n in self.deployment.variants if n != self.live)
+            target = next(n for n in self.deployment.variants if n != self.live) \
+                if to is None else to
             if target not in self.deployment.variants:
                 raise StageError(f"to: {target!r} is not one of {list(self.deployment.variants)}")
             if target != self.live:
@@ -196,6 +202,11 @@ class Router:
 
 
 # --- model versions through GTO git tags -----------------------------------------------------
+REGISTER_FIRST = ("after `make run`, commit dvc.lock and run `make register VERSION=v1.0.0 "
+                  "STAGE={stage}` (gto register + gto assign), or give the variant a bundle "
+                  "directory instead ({{bundle: models/bundle}})")
+
+
 def artifact_path(model: str, repo: str | Path = ".") -> str:
     """The path dvc.yaml `artifacts:` declares for `model`."""
     dvc_yaml = Path(repo) / "dvc.yaml"
@@ -216,43 +227,97 @@ def revision_of(spec: VariantSpec, model: str, repo: str | Path = ".") -> str:
         try:
             found = gto.api.find_versions_in_stage(str(repo), model, spec.stage)
         except Exception as exc:  # noqa: BLE001 - gto raises many types for one user problem
-            raise StageError(f"cannot read GTO stages of {model}: {exc}") from exc
+            if "Cannot find artifact" not in str(exc):
+                raise StageError(f"cannot read GTO stages of {model}: {exc}") from exc
+            found = None
         if not found:
-            raise StageError(f"no version of {model} is in stage {spec.stage!r} "
-                             f"(assign one: gto assign {model} --version vX.Y.Z --stage "
-                             f"{spec.stage})")
+            raise StageError(f"no version of {model} is in stage {spec.stage!r} yet: "
+                             f"{REGISTER_FIRST.format(stage=spec.stage)}")
         ref = found[0].commit_hexsha
     proc = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
                           cwd=repo, capture_output=True, text=True)
     if proc.returncode:
-        raise StageError(f"{model}: no git revision {ref!r} (register it: gto register {model})")
+        raise StageError(f"{model}: no git revision {ref!r} (no such version registered: "
+                         f"{REGISTER_FIRST.format(stage='prod')})")
     return proc.stdout.strip()
+
+
+def bundle_cache(cache: str | Path | None = None) -> Path:
+    """The folder fetched bundles are kept in: private to this user (0700), by default under
+    the user's cache directory ($XDG_CACHE_HOME or ~/.cache, never a shared /tmp)."""
+    root = Path(cache) if cache else Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lifecycle" / "bundles"
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = root.stat()
+    if info.st_uid != os.getuid():
+        raise StageError(f"bundle cache {root} belongs to another user: use a folder of yours")
+    if info.st_mode & 0o077:
+        root.chmod(0o700)
+    return root
+
+
+def locked_hash(rev: str, path: str, repo: str | Path = ".") -> str:
+    """The hash `dvc.lock` records at `rev` for the output `path` (a directory: md5 ".dir")."""
+    proc = subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=repo, capture_output=True,
+                          text=True)
+    if proc.returncode:
+        raise StageError(f"no dvc.lock at {rev[:10]}: cannot verify {path} against it")
+    lock = yaml.safe_load(proc.stdout) or {}
+    for stage in (lock.get("stages") or {}).values():
+        for out in stage.get("outs") or []:
+            if out.get("path") == path and out.get("md5"):
+                return out["md5"]
+    raise StageError(f"dvc.lock at {rev[:10]} records no hash for {path}: cannot verify it")
+
+
+def dvc_hash(path: str | Path) -> str:
+    """The md5 DVC records for a file, or for a directory ("<md5>.dir": the md5 of the sorted
+    JSON list of {md5, relpath} of its files), computed from the bytes on disk."""
+    path = Path(path)
+    if path.is_file():
+        return hashlib.md5(path.read_bytes()).hexdigest()
+    entries = sorted(({"md5": hashlib.md5(f.read_bytes()).hexdigest(),
+                       "relpath": f.relative_to(path).as_posix()}
+                      for f in path.rglob("*") if f.is_file()), key=lambda e: e["relpath"])
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
 
 
 def fetch_bundle(spec: VariantSpec, model: str, repo: str | Path = ".",
                  cache: str | Path | None = None) -> Path:
     """A local directory holding the variant's bundle; a version or stage is fetched from the
-    DVC cache/remote at its git revision (`dvc.api.DVCFileSystem`). The caller checks the
-    bundle's manifest when it loads it, wherever it came from."""
+    DVC cache/remote at its git revision (`dvc.api.DVCFileSystem`) into a private cache.
+
+    A fetched or cached bundle must hash to what that revision's `dvc.lock` records for it
+    (its manifest alone only proves the bundle agrees with itself): a cached copy that does
+    not is deleted and fetched again, a fetch that does not is a StageError. The caller still
+    checks the manifest when it loads the bundle, wherever it came from."""
     if spec.bundle:
         return Path(repo) / spec.bundle
     from dvc.api import DVCFileSystem
 
     rev = revision_of(spec, model, repo)
-    cache = Path(cache or Path(tempfile.gettempdir()) / "lifecycle-serving-bundles")
+    path = artifact_path(model, repo)
+    expected = locked_hash(rev, path, repo)
+    cache = bundle_cache(cache)
     dest = cache / rev / "bundle"
-    if not (dest / "manifest.json").is_file():
-        partial = cache / rev / f"partial-{threading.get_ident()}"
-        path = artifact_path(model, repo)
+    if dest.exists() and dvc_hash(dest) != expected:
+        log.warning("cached bundle %s differs from dvc.lock at %s: fetching it again",
+                    dest, rev[:10])
+        shutil.rmtree(dest)
+    if not dest.exists():
+        partial = cache / rev / f"partial-{os.getpid()}-{threading.get_ident()}"
         try:
             DVCFileSystem(str(Path(repo).resolve()), rev=rev).get(path, str(partial),
                                                                   recursive=True)
         except Exception as exc:  # noqa: BLE001 - DVC raises many types for one user problem
+            shutil.rmtree(partial, ignore_errors=True)
             raise StageError(f"cannot fetch {path} at {rev[:10]} ({model} "
                              f"{spec.version or spec.stage}): {exc}") from exc
-        if dest.exists():
-            import shutil
-
+        if (got := dvc_hash(partial)) != expected:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise StageError(f"{path} fetched at {rev[:10]} hashes to {got}, dvc.lock records "
+                             f"{expected}: refusing it (a tampered DVC cache or remote?)")
+        if dest.exists():  # another process fetched it meanwhile
             shutil.rmtree(partial, ignore_errors=True)
         else:
             partial.rename(dest)

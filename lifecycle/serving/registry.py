@@ -336,13 +336,14 @@ def export_parquet(url: str, output: str | Path, chunk_rows: int = 50_000) -> in
 
 
 def _flatten(chunk):
-    import orjson
+    import json
+
     import pandas as pd
 
     out = chunk.copy()
     for column in ("created_at", "received_at"):
         out[column] = pd.to_datetime(out[column].astype("float64"), unit="s", utc=True)
-    inputs = pd.DataFrame.from_records([orjson.loads(text) for text in out["inputs"]],
+    inputs = pd.DataFrame.from_records([json.loads(text) for text in out["inputs"]],
                                        index=out.index)
     for name in inputs.columns:
         values = inputs[name]

@@ -16,12 +16,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    TypeAdapter,
-    ValidationError,
     create_model,
 )
 
 from lifecycle.cleaning import spelling_key
+from lifecycle.serving.inputs import MAX_LENGTH, max_length
 
 MAX_RECORDS = 1000  # records in one /predict request
 
@@ -75,16 +74,18 @@ def _annotation(field: dict, strict_categories: bool):
     if kind == "category" and field.get("allowed") and strict_categories:
         allowed = [str(a) for a in field["allowed"]]
         core, fix = Literal[tuple(allowed)], _canonical(allowed)
+    elif kind == "category":
+        core = Annotated[str, Field(max_length=max_length(field))]
     elif kind == "int":
-        core = Annotated[int, Field(**bounds)]
+        core = Annotated[int, Field(strict=True, **bounds)]  # a boolean is not a number
     elif kind == "float":
-        core = Annotated[float, Field(allow_inf_nan=False, **bounds)]
+        core = Annotated[float, Field(strict=True, allow_inf_nan=False, **bounds)]
     elif kind == "bool":
         core = bool
     elif kind == "datetime":
         core = dt.datetime
     else:  # text: blank is missing, so a required text field needs a non-blank value
-        core = Annotated[str, Field(min_length=1, max_length=10_000)]
+        core = Annotated[str, Field(min_length=1, max_length=max_length(field))]
     if field.get("nullable", False):
         core = core | None
     elif fix is _tidy:
@@ -93,9 +94,12 @@ def _annotation(field: dict, strict_categories: bool):
 
 
 def record_model(signature: dict | list, id_column: str | None = None,
-                 name: str = "Record") -> type[BaseModel]:
-    """The pydantic model of one input record. `id_column` (the contract's id) is accepted as
-    an optional extra field when the signature lacks it: canary and A/B route by it."""
+                 name: str = "Record", carried: dict | None = None,
+                 masked: frozenset = frozenset()) -> type[BaseModel]:
+    """The pydantic model of one input record, for the OpenAPI schema. `id_column` (the
+    contract's id) is an optional field when the signature lacks it: canary and A/B route by
+    it. `carried`: the contract's other declared columns (name -> ColumnSpec), accepted and
+    never used as features; `masked`: those the registry keeps masked (personal data)."""
     definitions: dict[str, Any] = {}
     strict = isinstance(signature, dict) and signature.get("unknown_category") == "reject"
     for field in signature_fields(signature):
@@ -109,6 +113,15 @@ def record_model(signature: dict | list, id_column: str | None = None,
                                                             description=description))
         else:
             definitions[field["name"]] = (annotation, Field(description=description))
+    for column, spec in (carried or {}).items():
+        if column in definitions:
+            continue
+        kind = {"int": int, "float": float, "bool": bool}.get(spec.type, str)
+        bounds = {"max_length": MAX_LENGTH.get(spec.type, 1000)} if kind is str else {}
+        definitions[column] = (kind | None, Field(
+            default=None, **bounds, description=f"{spec.type}: carried with the record, never "
+            "a feature" + ("; masked in the inference registry"
+                          if spec.role == "metadata" or column in masked else "")))
     if id_column and id_column not in definitions:
         definitions[id_column] = (str | None, Field(
             default=None, max_length=200,
@@ -121,29 +134,31 @@ def record_model(signature: dict | list, id_column: str | None = None,
 
 
 class RecordParser:
-    """Validate a JSON body that is one record or a list of records, with errors located
-    the way FastAPI locates them (`body`, index, field)."""
+    """The shape of a /predict body: one record (a JSON object) or a list of 1..max_records.
 
-    def __init__(self, model: type[BaseModel], max_records: int = MAX_RECORDS):
+    The values are not judged here: the serving core's input check does that for every
+    transport (`inputs.InputCheck`), so the API refuses exactly what batch scoring refuses.
+    The pydantic model (`record_model`) documents the records in the OpenAPI schema."""
+
+    def __init__(self, model: type[BaseModel] | None = None, max_records: int = MAX_RECORDS):
         self.model = model
-        self.one = TypeAdapter(model)
-        self.many = TypeAdapter(Annotated[list[model], Field(min_length=1,
-                                                             max_length=max_records)])
+        self.max_records = max_records
 
     def parse(self, body: Any) -> tuple[list[dict], bool]:
-        """(records as plain dicts, whether the body was a list). Raises RequestInvalid."""
-        if isinstance(body, list):
-            try:
-                items = self.many.validate_python(body)
-            except ValidationError as exc:
-                raise RequestInvalid(_errors(exc)) from None
-            return [item.__dict__ for item in items], True
+        """(records, whether the body was a list). Raises RequestInvalid."""
         if isinstance(body, dict):
-            try:
-                item = self.one.validate_python(body)
-            except ValidationError as exc:
-                raise RequestInvalid(_errors(exc)) from None
-            return [item.__dict__], False
+            return [body], False
+        if isinstance(body, list):
+            if not 1 <= len(body) <= self.max_records:
+                raise RequestInvalid([{"loc": ["body"], "type": "too_long" if body else
+                                       "too_short",
+                                       "msg": f"send 1 to {self.max_records} records, "
+                                              f"not {len(body)}"}])
+            wrong = [i for i, item in enumerate(body) if not isinstance(item, dict)]
+            if wrong:
+                raise RequestInvalid([{"loc": ["body", i], "type": "model_type",
+                                       "msg": "a record is a JSON object"} for i in wrong[:20]])
+            return body, True
         raise RequestInvalid([{"loc": ["body"], "type": "model_type",
                                "msg": "expected a JSON object (one record) or a list of them"}])
 
@@ -152,20 +167,3 @@ class RequestInvalid(Exception):
     def __init__(self, errors: list[dict]):
         super().__init__(errors)
         self.errors = errors
-
-
-def _errors(exc: ValidationError) -> list[dict]:
-    """One entry per bad field: where, what, and the offending value."""
-    out = []
-    for error in exc.errors(include_url=False, include_context=False):
-        entry = {"loc": ["body", *error["loc"]], "type": error["type"], "msg": error["msg"]}
-        if error["type"] != "missing":
-            entry["input"] = _short(error.get("input"))
-        out.append(entry)
-    return out
-
-
-def _short(value: Any) -> Any:
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value if not isinstance(value, str) or len(value) <= 200 else value[:200] + "..."
-    return type(value).__name__

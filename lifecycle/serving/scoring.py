@@ -1,9 +1,10 @@
 """A loaded bundle as the API and the router use it: check records, score them, describe it.
 
-The work is the bundle's own (`Bundle.check_records`, `Bundle.predict_records`: the same
-contract checks as batch scoring and the ONNX feed built from records with numpy, no pandas
-per request), so real-time and batch answers cannot drift apart. `engine="sklearn"` scores
-with the bundle's sklearn Pipeline instead (the fallback; tens of ms per request).
+The work is the bundle's own (`inputs.InputCheck` then `Bundle.check_records`,
+`Bundle.predict_records`: the same checks as batch scoring and the ONNX feed built from records
+with numpy, no pandas per request), so real-time and batch answers cannot drift apart.
+`engine="sklearn"` scores with the bundle's sklearn Pipeline instead (the fallback; tens of ms
+per request).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+
+from lifecycle.serving.inputs import InputCheck
 
 log = logging.getLogger("lifecycle.serving")
 
@@ -32,10 +35,12 @@ class Scorer:
         self.labels: list = list(bundle.classes or [])
         # the data and code hashes behind the bundle (the full lineage is in its manifest)
         self.lineage = bundle.manifest.get("lineage", {}).get("package", {}).get("inputs")
+        self.inputs = InputCheck(bundle)
 
     def check(self, records: list[dict]) -> tuple[list[dict], dict[int, str]]:
-        """(coherent records that meet the contract, {position: reason} of the others)."""
-        return self.bundle.check_records(records)
+        """(coherent records that meet the contract, {position: reason} of the others): the
+        input check batch scoring uses too (`inputs.InputCheck`)."""
+        return self.inputs.records(records)
 
     def score(self, records: list[dict]) -> tuple[list[dict], str]:
         """([{prediction, probability?}] for checked records in order, the engine that
@@ -111,6 +116,11 @@ class Batcher:
             self._scheduled = True
             loop.call_soon(self._flush)
         return await future
+
+    def run_now(self, records: list[dict]
+                ) -> tuple[list[dict], dict[int, str], list[dict], str]:
+        """`run` for code outside an event loop: these records alone, at once."""
+        return self._score([records])[0]
 
     def _flush(self) -> None:
         self._scheduled = False
