@@ -13,7 +13,8 @@ from importlib.util import find_spec
 from lifecycle.errors import StageError
 
 EXTRAS = {
-    "serve": ("fastapi", "uvicorn", "orjson", "aiohttp", "gto"),
+    "serve": ("fastapi", "uvicorn", "orjson", "aiohttp", "gto", "prometheus_client"),
+    "events": ("redis",),
     "s3": ("dvc_s3",),
     "ssh": ("dvc_ssh",),
     "postgres": ("psycopg",),

@@ -264,6 +264,9 @@ def read_stream(source: StreamSource) -> pd.DataFrame:
 
 
 def _stream_client(source: StreamSource):
+    from lifecycle.extras import require
+
+    require("events", "a stream source")
     import redis
 
     try:

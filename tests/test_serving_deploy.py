@@ -247,7 +247,8 @@ def test_a_tampered_bundle_cache_is_refused_and_fetched_again(registered: Path,
     forged to agree with its own manifest is not served, the real one is fetched again."""
     import stat
 
-    from lifecycle.packaging import load_bundle, write_bundle
+    from lifecycle.packaging.runtime import load_bundle
+    from lifecycle.packaging.store import write_bundle
     from lifecycle.serving.deploy import VariantSpec, fetch_bundle
 
     cache = tmp_path / "cache"
