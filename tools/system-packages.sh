@@ -15,9 +15,19 @@ for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
-echo "installing system packages: ${missing[*]}"
+if ! command -v apt-get >/dev/null; then
+  echo "system-packages: not a Debian/Ubuntu machine: install these (or their equivalents) first: ${missing[*]}" >&2
+  exit 1
+fi
 sudo=()
-[ "$(id -u)" = 0 ] || sudo=(sudo -n)
+if [ "$(id -u)" != 0 ]; then
+  sudo=(sudo -n)
+  if ! sudo -n true 2>/dev/null; then
+    echo "system-packages: needs root to install ${missing[*]}: run 'sudo bash tools/system-packages.sh' once (or sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+fi
+echo "installing system packages: ${missing[*]}"
 "${sudo[@]}" apt-get update -qq
 DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
   "${missing[@]}" >/dev/null

@@ -24,6 +24,7 @@ from typing import Literal
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from lifecycle.errors import StageError
@@ -72,6 +73,15 @@ class Switch(BaseModel):
                            description="the slot to make live (default: the idle one)")
 
 
+class PlainRoute(APIRoute):
+    """A route whose endpoint takes the Request and returns a Response itself: in the OpenAPI
+    schema and wrapped by every middleware like any route, minus FastAPI's per-request
+    dependency solving (the endpoint reads and checks its own body)."""
+
+    def get_route_handler(self):
+        return self.endpoint
+
+
 def require_json(request: Request) -> None:
     """A route dependency: 415 unless the body is declared JSON (checked before the body)."""
     if not is_json(request.headers.get("content-type")):
@@ -102,18 +112,6 @@ def create_app(deployment: Deployment, variants: dict[str, Variant], registry: R
     def error(status: int, detail) -> Response:
         return Response(orjson.dumps({"detail": detail}), status, media_type=JSON)
 
-    @app.post(
-        "/predict", summary="Score one record or a list of records",
-        openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": {
-            "anyOf": [record_schema, {"type": "array", "items": record_schema, "minItems": 1,
-                                      "maxItems": MAX_RECORDS}]}}}}},
-        responses={200: {"description": "one answer per record (a list for a list)",
-                         "content": {JSON: {"schema": {"anyOf": [
-                             answer_schema, {"type": "array", "items": answer_schema}]}}}},
-                   413: {"description": "body too large"},
-                   415: {"description": "the body is not JSON (Content-Type)"},
-                   422: {"description": "invalid records: one message per bad field"},
-                   503: {"description": "the registry could not record the answer"}})
     async def predict(request: Request) -> Response:
         received = time.perf_counter()
         if not is_json(request.headers.get("content-type")):
@@ -135,6 +133,20 @@ def create_app(deployment: Deployment, variants: dict[str, Variant], registry: R
                                 "type": e["type"], "msg": e["msg"]} for e in result.errors])
         return Response(orjson.dumps(result.answers if many else result.answers[0]),
                         media_type=JSON)
+
+    app.router.add_api_route(
+        "/predict", predict, methods=["POST"], route_class_override=PlainRoute,
+        summary="Score one record or a list of records",
+        openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": {
+            "anyOf": [record_schema, {"type": "array", "items": record_schema, "minItems": 1,
+                                      "maxItems": MAX_RECORDS}]}}}}},
+        responses={200: {"description": "one answer per record (a list for a list)",
+                         "content": {JSON: {"schema": {"anyOf": [
+                             answer_schema, {"type": "array", "items": answer_schema}]}}}},
+                   413: {"description": "body too large"},
+                   415: {"description": "the body is not JSON (Content-Type)"},
+                   422: {"description": "invalid records: one message per problem"},
+                   503: {"description": "the registry could not record the answer"}})
 
     async def give_feedback(note) -> Response:
         from starlette.concurrency import run_in_threadpool
