@@ -14,6 +14,7 @@ reasons (`too_long:<field>`, `control_characters:<field>`, `wrong_type:<field>`,
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import numpy as np
@@ -76,29 +77,34 @@ class InputCheck:
         found = []
         dropped = False
         for name, value in record.items():
-            limit = self.limits.get(name)
-            if limit is None:  # not declared
+            if name not in self.limits:  # not declared
                 if self.extra == "error":
                     found.append(f"undeclared:{name}")
                 else:
                     dropped = True
                 continue
-            kind = type(value)
-            if value is None or kind is int or kind is float:
-                continue
-            if kind is str:
-                if len(value) > limit:
-                    found.append(f"too_long:{name}")
-                elif CONTROL.search(value):
-                    found.append(f"control_characters:{name}")
-            elif kind is bool:
-                if name in self.numbers:
-                    found.append(f"wrong_type:{name}")
-            else:  # objects, lists: never a column's value
-                found.append(f"wrong_type:{name}")
+            if (problem := self.value_problem(name, value)) is not None:
+                found.append(problem)
         if dropped and not found:
             record = {k: v for k, v in record.items() if k in self.limits}
         return found, record
+
+    def value_problem(self, name: str, value) -> str | None:
+        """What is wrong with one value of a declared column before any contract check, or
+        None: the one rule both paths apply, value by value."""
+        kind = type(value)
+        if value is None or kind is int or kind is float:
+            return None
+        if kind is str:
+            if len(value) > self.limits[name]:
+                return f"too_long:{name}"
+            return f"control_characters:{name}" if CONTROL.search(value) else None
+        if kind is bool or kind is np.bool_:
+            return f"wrong_type:{name}" if name in self.numbers else None
+        if isinstance(value, int | float | np.number | dt.date | np.datetime64) \
+                or value is pd.NA or value is pd.NaT:
+            return None
+        return f"wrong_type:{name}"  # objects, lists: never a column's value
 
     # --- frames (batch files) -------------------------------------------------------------------
     def frame(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -124,23 +130,34 @@ class InputCheck:
         return ok, pd.concat([refused, rejected]).sort_index(kind="stable")
 
     def _column_problems(self, name: str, column: pd.Series) -> list[tuple[str, np.ndarray]]:
-        out = []
+        """`value_problem` for a column, judged once per distinct value (categories repeat)."""
         kind = column.dtype.kind
         if kind == "b" or str(column.dtype) == "boolean":
             if name in self.numbers:
-                out.append((f"wrong_type:{name}", column.notna().to_numpy(dtype=bool)))
-            return out
+                return [(f"wrong_type:{name}", column.notna().to_numpy(dtype=bool))]
+            return []
         if kind in "iufcmM":
-            return out
-        if kind == "O":
-            types = column.map(type)
-            nested = ~types.isin([str, int, float, bool, type(None)]) & column.notna()
-            if name in self.numbers:
-                nested |= types.isin([bool])
-            if nested.any():
-                out.append((f"wrong_type:{name}", nested.to_numpy(dtype=bool)))
-        text = column.astype("string") if kind == "O" else column
-        too_long = (text.str.len() > self.limits[name]).fillna(False).to_numpy(dtype=bool)
-        control = text.str.contains(CONTROL, na=False).to_numpy(dtype=bool) & ~too_long
-        out += [(f"too_long:{name}", too_long), (f"control_characters:{name}", control)]
+            return []
+        try:
+            codes, uniques = pd.factorize(column, use_na_sentinel=True)
+            values = list(uniques)
+        except TypeError:  # unhashable values (objects, lists): judge each one
+            codes, values = np.arange(len(column)), column.tolist()
+        verdicts = [self.value_problem(name, v) for v in values]
+        out = []
+        if name in self.numbers:  # factorize takes True for 1 (equal, same hash): look again
+            flags = np.fromiter((type(v) is bool or type(v) is np.bool_
+                                 for v in column.to_numpy(dtype=object)), dtype=bool,
+                                count=len(column))
+            if flags.any():  # the other rows of a distinct True hold 1 (fine as a number)
+                verdicts = [None if type(v) is bool or type(v) is np.bool_ else verdict
+                            for v, verdict in zip(values, verdicts, strict=True)]
+                codes = np.where(flags, len(values), codes)
+                values, verdicts = [*values, True], [*verdicts, f"wrong_type:{name}"]
+        for label in sorted({v for v in verdicts if v is not None}):
+            distinct = np.fromiter((v == label for v in verdicts), dtype=bool, count=len(values))
+            rows = np.zeros(len(column), dtype=bool)
+            known = codes >= 0
+            rows[known] = distinct[codes[known]]
+            out.append((label, rows))
         return out
