@@ -16,13 +16,21 @@ import signal
 import sys
 
 from lifecycle.errors import StageError
-from lifecycle.events.worker import MAX_EVENT_BYTES, Streams, default_consumer
-from lifecycle.serving.registry import DEFAULT_URL
+from lifecycle.extras import MissingExtra, require
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:  # the worker scores with the serving code and talks to Redis: both extras
+        require("events", "python -m lifecycle.events")
+        require("serve", "python -m lifecycle.events")
+    except MissingExtra as exc:
+        print(f"events: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    from lifecycle.events.worker import MAX_EVENT_BYTES, Streams, default_consumer
+    from lifecycle.serving.registry import DEFAULT_URL
+
     parser = argparse.ArgumentParser(prog="python -m lifecycle.events", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,7 +96,7 @@ def _expected(exc: Exception) -> bool:
 def _consume(args) -> None:
     from lifecycle.events.broker import RedisBroker, expand_env, redact
     from lifecycle.events.recorder import Recorder
-    from lifecycle.events.worker import Worker
+    from lifecycle.events.worker import Streams, Worker
     from lifecycle.serving.scoring import load_scorer
 
     streams = Streams(args.requests, args.answers, args.dead_letter, args.feedback)
