@@ -116,7 +116,10 @@ class Worker:
         self.metrics = metrics  # a metrics.WorkerMetrics, or None
         contract = scorer.contract
         self.id_column = contract.id
-        self.personal = set(contract.personal_data)
+        # personal data and metadata are carried, never features, and kept only masked (as
+        # the API's core does: lifecycle/serving/core.py)
+        self.personal = set(contract.personal_data) | {
+            name for name, spec in contract.columns.items() if spec.role == "metadata"}
         # a record may carry any column the contract declares (the API's rule); the others
         # are refused, or dropped when the contract says `extra_columns: ignore`
         self.declared = set(contract.columns) | {f["name"] for f in _fields(scorer.signature)}
