@@ -27,7 +27,8 @@ def _pin_cpu_kernels() -> None:
         return
     if {"avx2", "fma"} <= set(flags):
         _os.environ["OPENBLAS_CORETYPE"] = "Haswell"
-        _os.environ["NPY_DISABLE_CPU_FEATURES"] = "X86_V4"
+        if "avx512f" in flags:  # only there is there anything to leave out
+            _os.environ["NPY_DISABLE_CPU_FEATURES"] = "X86_V4"
 
 
 _pin_cpu_kernels()
