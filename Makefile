@@ -4,7 +4,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 PYTHON ?= python3
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test lint install system-packages bench contract clean push pull remote dag-check plots-template sweep compare report
+.PHONY: run test lint install system-packages bench contract new clean push pull remote dag-check plots-template sweep compare report
 .PHONY: predict serve register registry-export bench-serving
 .PHONY: consume produce bench-events
 
@@ -32,8 +32,12 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 bench: install                        ## the DAG vs its floors at 7k and 1M rows (BENCH_ARGS=--10m adds 10M)
 	python bench/dag.py $(BENCH_ARGS)
 
-contract: install                     ## draft a data contract from a file: make contract DATA=path
-	python -m lifecycle.draft_contract $(DATA) --output contract.draft.yaml
+contract: install                     ## draft a data contract from a file: make contract DATA=path [ID=col] [TARGET=col]
+	python -m lifecycle.draft_contract '$(DATA)' --output contract.draft.yaml $(if $(ID),--id '$(ID)') $(if $(TARGET),--target '$(TARGET)')
+
+new: install                          ## the template on your table: make new DATA=file TARGET=col [ID=col] [TASK=..] [POSITIVE=..] [SENSITIVE=a,b] [NAME=..]
+	@test -n "$(DATA)" -a -n "$(TARGET)" || { echo "usage: make new DATA=file TARGET=column [ID=column] [TASK=binary|multiclass|regression] [POSITIVE=value] [SENSITIVE=col,col] [NAME=name]"; exit 2; }
+	python -m lifecycle.new_project '$(DATA)' --target '$(TARGET)' $(if $(ID),--id '$(ID)') $(if $(TASK),--task '$(TASK)') $(if $(POSITIVE),--positive '$(POSITIVE)') $(if $(SENSITIVE),--sensitive '$(SENSITIVE)') $(if $(NAME),--name '$(NAME)')
 
 # DVC remote (README "Remotes"). lifecycle.remote is dvc with SSH host keys checked.
 push: install                         ## send data and models to the default DVC remote

@@ -54,8 +54,9 @@ def guess_types(frame: pd.DataFrame) -> pd.DataFrame:
         numbers = pd.to_numeric(present, errors="coerce")
         if len(present) and numbers.notna().all() and not present.str.match(r"^[+-]?0\d").any():
             numbers = pd.to_numeric(values, errors="coerce")
-            whole = (numbers.dropna() == numbers.dropna().round()).all()
-            out[name] = numbers.astype("Int64" if whole else "float64")
+            # int only when written as integers: "131.0" is a float column's whole value
+            integers = present.str.fullmatch(r"[+-]?\d+").all()
+            out[name] = numbers.astype("Int64" if integers else "float64")
         elif len(present) and present.str.lower().isin(["true", "false"]).all():
             out[name] = values.str.lower().map({"true": True, "false": False}).astype("boolean")
     return out
@@ -88,10 +89,9 @@ def _contract_type(values: pd.Series, dtype) -> str:
     if pd.api.types.is_integer_dtype(dtype):
         return "int"
     if pd.api.types.is_float_dtype(dtype):
-        present = values.dropna()
-        # a column of whole numbers with gaps: pandas made it float only to hold the nulls
-        whole = len(present) and values.isna().any() and (present == present.round()).all()
-        return "int" if whole else "float"
+        # float even when every value seen is whole: the next one may be 131.5, and the API
+        # would refuse it (a source that types the column as integer gives int above)
+        return "float"
     if pd.api.types.is_datetime64_any_dtype(dtype):
         return "datetime"
     text = values.dropna().astype(str)
@@ -110,8 +110,14 @@ def _number(value, kind: str):
 
 
 def draft(frame: pd.DataFrame, dataset: str, id_column: str | None = None,
-          target: str | None = None) -> tuple[Contract, list[str]]:
-    """A contract for `frame`, and the guesses the user should check."""
+          target: str | None = None, task: str | None = None, positive: str | None = None,
+          guess_positive: bool = True) -> tuple[Contract, list[str]]:
+    """A contract for `frame`, and the guesses the user should check.
+
+    The id is never range-bounded (new entities have new ids). Text columns with mostly
+    distinct values and dates are metadata, not features. The target follows `task` (guessed
+    from the column when None): a category for classification, with `positive` the positive
+    class of a binary task (guessed as the rarer class when `guess_positive`, else required)."""
     specs = column_specs(frame)
     guesses = []
     if id_column is None:
@@ -124,25 +130,56 @@ def draft(frame: pd.DataFrame, dataset: str, id_column: str | None = None,
     for name in (id_column, target):
         if name not in specs:
             raise StageError(f"column '{name}' is not in the data: {', '.join(specs)}")
+    id_spec = specs[id_column]
+    specs[id_column] = ColumnSpec(type=id_spec.type if id_spec.type in ("int", "string")
+                                  else "string", nullable=False)
+    for name, spec in specs.items():
+        text = spec.type == "string" and frame[name].nunique() > len(frame) / 2
+        if name not in (id_column, target) and (spec.type == "datetime" or text):
+            specs[name] = spec.model_copy(update={"role": "metadata"})
     event_time = next((c for c, s in specs.items()
                        if s.type == "datetime" and EVENT_TIME.search(c)), None)
     target_spec = specs[target]
-    positive = None
-    if target_spec.type in ("category", "bool", "int") and frame[target].nunique() == 2:
+    classes = sorted(frame[target].dropna().astype(str).unique())
+    task = task or guess_task(frame[target], target_spec.type)
+    if task != "regression":
+        if target_spec.type != "category":
+            guesses.append(f"target {target} turned into a category")
+        specs[target] = ColumnSpec(type="category", nullable=target_spec.nullable,
+                                   allowed=classes)
+    elif target_spec.type not in ("int", "float"):
+        raise StageError(f"target '{target}' is {target_spec.type}, not a number: a regression "
+                         "needs a numeric target (TASK=binary or multiclass?)")
+    if task == "binary" and len(classes) != 2:
+        raise StageError(f"target '{target}' has {len(classes)} classes, a binary task needs 2")
+    if task != "binary":
+        positive = None
+    elif positive is not None and str(positive) not in classes:
+        raise StageError(f"positive class {positive!r} is not a value of '{target}' "
+                         f"({', '.join(classes)})")
+    elif positive is None and guess_positive:
         # the rarer class is usually the one to act on (churn, fraud, default)
-        positive = str(frame[target].value_counts().idxmin())
-        if target_spec.type == "int":
-            specs[target] = ColumnSpec(type="category", nullable=target_spec.nullable,
-                                       allowed=sorted(frame[target].dropna().astype(str).unique()))
-            guesses.append(f"target {target} turned into a category ({positive} positive)")
+        positive = str(frame[target].astype(str).value_counts().idxmin())
+        guesses.append(f"positive class: {positive} (the rarer one)")
+    elif positive is None:
+        raise StageError(f"name the positive class of '{target}': one of {', '.join(classes)}")
     personal = [id_column, *(c for c in specs if c != id_column and PERSONAL.fullmatch(c))]
     contract = Contract(
         dataset=dataset, id=id_column, event_time=event_time,
-        target={"column": target, "positive": positive},
+        target={"column": target, "positive": None if positive is None else str(positive)},
         freshness={"max_age_days": 90} if event_time else None,
         personal_data=personal, columns=specs,
     )
     return contract, guesses
+
+
+def guess_task(values: pd.Series, kind: str) -> str:
+    """binary | multiclass | regression from the target column: numbers with many distinct
+    values are a regression, two classes binary, a few more multiclass."""
+    distinct = values.nunique()
+    if kind == "float" or (kind == "int" and distinct > MAX_CATEGORIES):
+        return "regression"
+    return "binary" if distinct == 2 else "multiclass"
 
 
 def _guess_id(frame: pd.DataFrame) -> str:
@@ -171,7 +208,7 @@ def to_yaml(contract: Contract, source: str, guesses: list[str]) -> str:
     for name, spec in contract.columns.items():
         fields = spec.model_dump(exclude_defaults=True) | {"type": spec.type,
                                                            "nullable": spec.nullable}
-        fields = {k: fields[k] for k in ("type", "nullable", "allowed", "min", "max")
+        fields = {k: fields[k] for k in ("type", "nullable", "allowed", "min", "max", "role")
                   if k in fields}
         key = yaml.safe_dump(name).split("\n")[0] + ":"
         if spec.type == "int":

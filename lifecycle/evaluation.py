@@ -14,12 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-METRICS = {
-    "binary": ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier"),
-    "multiclass": ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"),
-    "regression": ("mae", "rmse", "r2"),
-}
-LOWER_IS_BETTER = frozenset({"log_loss", "brier", "mae", "rmse"})
+from lifecycle import metrics as metrics_registry
+
+METRICS = {task: metrics_registry.for_task(task)
+           for task in ("binary", "multiclass", "regression")}
+LOWER_IS_BETTER = metrics_registry.lower_is_better()
 DIGITS = 6  # metrics JSON stays small and diff-friendly
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from lifecycle import params
+from lifecycle import models, params
 from lifecycle.errors import ParamsError, StageError
 
 MetricKey = tuple[str, str]  # (metrics file, dotted key inside it)
@@ -181,9 +181,10 @@ def check_grid(grids: list[Grid], params_file: Path, where: str) -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 trial_file = Path(tmp) / "params.yaml"
                 trial_file.write_text(yaml.safe_dump(trial, sort_keys=False))
-                for section in {k.split(".")[0] for k in combo} & set(params.SECTIONS):
+                sections = {**params.SECTIONS, "train": models.TrainParams}
+                for section in {k.split(".")[0] for k in combo} & set(sections):
                     try:
-                        params.load(section, trial_file)
+                        params.load(section, trial_file, sections[section])
                     except ParamsError as exc:
                         raise ParamsError(f"{where} {combo}: {exc}") from exc
     return count

@@ -8,7 +8,9 @@
   summed (SHAP values add up), so every contribution names an input column.
 - Local: the top contributions for a few sample rows, with the prediction; models without exact
   SHAP (e.g. the MLP) get occlusion instead: the change in prediction when one column is set to
-  its typical value. Ids are masked; personal-data columns are never model inputs.
+  its typical value. With `explain.lime`, each of those rows also gets LIME's explanation
+  (lime.lime_tabular over the input columns, any model family). Ids are masked; personal-data
+  columns are never model inputs.
 
 Pure functions; `stages/explain.py` does the reading and writing.
 """
@@ -152,17 +154,20 @@ def shap_installed() -> bool:
     return importlib.util.find_spec("shap") is not None
 
 
-def shap_method(model, shap_available: bool) -> str | None:
-    """linear (closed form) | tree (shap's TreeExplainer, if installed) | None (no exact SHAP)."""
-    if type(model).__module__.startswith("sklearn.linear_model") and hasattr(model, "coef_"):
+def shap_method(model, shap_available: bool, traits=frozenset()) -> str | None:
+    """linear (closed form) | tree (shap's TreeExplainer, if installed) | None (no exact SHAP).
+    `traits`: the model family's (lifecycle/models.py); sklearn's own classes are recognised
+    without them."""
+    linear = "linear" in traits or type(model).__module__.startswith("sklearn.linear_model")
+    if linear and hasattr(model, "coef_"):
         return "linear"
-    if shap_available and type(model).__name__.startswith(TREE_MODELS):
+    if shap_available and ("tree" in traits or type(model).__name__.startswith(TREE_MODELS)):
         return "tree"
     return None
 
 
 def shap_values(model, matrix: np.ndarray, background: np.ndarray, task: str,
-                method: str) -> tuple[np.ndarray, np.ndarray, str]:
+                method: str, traits=frozenset()) -> tuple[np.ndarray, np.ndarray, str]:
     """SHAP values in feature space, shape (rows, features, outputs), the base value per output
     and their units. Outputs: the positive class (binary), every class (multiclass), the
     prediction (regression)."""
@@ -185,7 +190,8 @@ def shap_values(model, matrix: np.ndarray, background: np.ndarray, task: str,
         values, base = values[:, :, [positive]], base[[positive]]
     if task == "regression":
         return values, base, "target"
-    boosted = type(model).__name__.startswith(("GradientBoosting", "HistGradientBoosting"))
+    boosted = "boosted" in traits or type(model).__name__.startswith(
+        ("GradientBoosting", "HistGradientBoosting"))
     return values, base, LOGIT_UNITS[task] if boosted else "probability"
 
 
@@ -210,7 +216,7 @@ def occlusion(predict_output, frame: pd.DataFrame, rows: pd.DataFrame) -> np.nda
 
 
 def explain(featurizer, model, frame: pd.DataFrame, y: np.ndarray, ids: list, task: str, p,
-            names: dict, shap_available: bool) -> dict:
+            names: dict, shap_available: bool, traits=frozenset()) -> dict:
     """explain.json: permutation importance, mean |SHAP| per input column where SHAP is exact,
     and local explanations for `p.samples` seeded validation rows. `p`: the explain params."""
     from sklearn.pipeline import Pipeline
@@ -232,7 +238,7 @@ def explain(featurizer, model, frame: pd.DataFrame, y: np.ndarray, ids: list, ta
                          else proba.argmax(axis=1))
         positive = classes.index(1) if task == "binary" else None
 
-    method = shap_method(model, shap_available)
+    method = shap_method(model, shap_available, traits)
     groups = input_groups(featurizer, columns) if method else None
     result = {"task": task, "model": type(model).__name__, "rows": len(frame),
               "importance": importance["mean"], "importance_std": importance["std"],
@@ -241,19 +247,19 @@ def explain(featurizer, model, frame: pd.DataFrame, y: np.ndarray, ids: list, ta
     if method and groups is not None:
         matrix = np.asarray(featurizer.transform(frame), dtype=float)
         shown = np.sort(rng.choice(len(frame), size=min(p.shap_rows, len(frame)), replace=False))
-        values, base, units = shap_values(model, matrix[shown], matrix, task, method)
+        values, base, units = shap_values(model, matrix[shown], matrix, task, method, traits)
         mean_abs = np.abs(by_column(values, groups)).mean(axis=(0, 2))
         order = np.argsort(-mean_abs, kind="stable")
         result["shap"] = {"method": method, "units": units, "rows": len(shown),
                           "mean_abs": {columns[j]: float(mean_abs[j]) for j in order}}
-        values, base, _ = shap_values(model, matrix[picked], matrix, task, method)
+        values, base, _ = shap_values(model, matrix[picked], matrix, task, method, traits)
         contributions = by_column(values, groups)[np.arange(len(sample)), :, chosen_output]
         local_base = base[chosen_output]
         local_method = f"shap_{method}"
     else:
         if method is not None:
             reason = "featurizer outputs cannot be traced to input columns"
-        elif shap_method(model, True) == "tree":
+        elif shap_method(model, True, traits) == "tree":
             reason = "TreeSHAP needs the optional `shap` package: pip install 'lifecycle[shap]'"
         else:
             reason = f"no exact, fast SHAP for {type(model).__name__}"
@@ -291,12 +297,94 @@ def explain(featurizer, model, frame: pd.DataFrame, y: np.ndarray, ids: list, ta
                                   "contribution": float(contributions[i, j])} for j in top]
         entry["other_features"] = float(np.delete(contributions[i], top).sum())
         samples.append(entry)
+    if getattr(p, "lime", False) and len(sample):
+        if lime_installed():
+            positive_output = np.full(len(sample), positive) if task == "binary" else chosen_output
+            found = lime_explanations(pipeline, frame, sample, task, positive_output,
+                                      p.top_features, p.lime_samples, p.seed)
+            for entry, lime in zip(samples, found, strict=True):
+                entry["lime"] = lime
+            result["lime"] = {"method": "lime_tabular", "samples": p.lime_samples,
+                              "units": units if task == "regression" else "probability"}
+        else:
+            result["lime"] = {"method": None, "reason": "LIME needs the `lime` package: "
+                              "pip install 'lifecycle[lime]'"}
     result["local"] = {"method": local_method, "units": units,
                        "explains": {"binary": f"the {names.get(1, 1)} class",
                                     "multiclass": "the predicted class",
                                     "regression": "the prediction"}[task],
                        "samples": samples}
     return result
+
+
+# --- LIME ----------------------------------------------------------------------------------------
+def lime_installed() -> bool:
+    return importlib.util.find_spec("lime") is not None
+
+
+def lime_explanations(pipeline, frame: pd.DataFrame, sample: pd.DataFrame, task: str,
+                     outputs: np.ndarray, top: int, samples: int, seed: int) -> list[dict]:
+    """LIME (lime.lime_tabular) for each row of `sample`, over the input columns: a weighted
+    linear model fitted to `samples` perturbations of the row, scored by the whole pipeline.
+    Categories are perturbed among those seen in `frame`; numbers by LIME's quartile bins of
+    `frame` (a missing number is explained at the column's median). `outputs`: per row, the
+    class explained (binary: the positive class; multiclass: the predicted one)."""
+    from lime.lime_tabular import LimeTabularExplainer
+
+    columns = list(frame.columns)
+    text = [j for j, c in enumerate(columns) if not pd.api.types.is_numeric_dtype(frame[c])]
+    levels = {j: sorted(frame[columns[j]].astype(str).unique()) for j in text}
+
+    def encode(rows: pd.DataFrame) -> np.ndarray:
+        out = np.empty((len(rows), len(columns)), dtype=np.float64)
+        for j, c in enumerate(columns):
+            if j in levels:
+                index = {v: k for k, v in enumerate(levels[j])}
+                out[:, j] = [index.get(str(v), 0) for v in rows[c]]
+            else:
+                values = pd.to_numeric(rows[c], errors="coerce").to_numpy(dtype=np.float64)
+                out[:, j] = np.where(np.isnan(values), medians[j], values)
+        return out
+
+    medians = {j: float(np.nanmedian(pd.to_numeric(frame[c], errors="coerce")))
+               if j not in levels else 0.0 for j, c in enumerate(columns)}
+
+    def decode(matrix: np.ndarray) -> pd.DataFrame:
+        data = {}
+        for j, c in enumerate(columns):
+            if j in levels:
+                data[c] = pd.Series(np.asarray(levels[j], dtype=object)[
+                    np.clip(np.round(matrix[:, j]).astype(int), 0, len(levels[j]) - 1)],
+                    dtype=object)
+            else:
+                data[c] = matrix[:, j]
+        return pd.DataFrame(data, columns=columns)
+
+    def predict(matrix: np.ndarray) -> np.ndarray:
+        rows = decode(matrix)
+        return (pipeline.predict(rows).astype(float) if task == "regression"
+                else pipeline.predict_proba(rows))
+
+    explainer = LimeTabularExplainer(
+        encode(frame), mode="regression" if task == "regression" else "classification",
+        feature_names=columns, categorical_features=text,
+        categorical_names={j: levels[j] for j in text}, discretize_continuous=True,
+        random_state=seed)
+    out = []
+    for i in range(len(sample)):
+        label = int(outputs[i])
+        found = explainer.explain_instance(
+            encode(sample.iloc[[i]])[0], predict, num_features=top, num_samples=samples,
+            labels=(label,) if task != "regression" else (1,))
+        key = label if task != "regression" else 1
+        weights = found.as_map()[key]
+        said = dict(found.as_list(label=key))
+        out.append({"intercept": float(np.atleast_1d(found.intercept[key])[0]),
+                    "score": float(found.score),
+                    "top_features": [{"feature": columns[j], "condition": cond,
+                                      "weight": float(w)}
+                                     for (j, w), cond in zip(weights, said, strict=True)]})
+    return out
 
 
 def _shown(value, names: dict):

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from lifecycle.contract import Contract
-from lifecycle.errors import StageError
+from lifecycle.errors import ParamsError, StageError
+from lifecycle.names import safe, safe_names
 
 MISSING = "__missing__"  # categorical nulls become a category of their own (ONNX has no NaN text)
 TARGET = "target"        # the target's column in feature tables, encoded as `target_vector` says
@@ -28,48 +29,73 @@ IMPORTANCE_ONLY_KEYS = {"seed", "importance_rows"}
 
 
 def derive(frame: pd.DataFrame, derived: dict[str, str]) -> pd.DataFrame:
-    """Add the derived columns declared in params (pandas expressions over clean columns)."""
+    """Add the derived columns declared in params (pandas expressions over clean columns; a
+    name with spaces or symbols in backticks: `Body Mass (g)`). An expression that cannot be
+    evaluated is one error line naming its key."""
     if not derived:
         return frame
     numeric = frame.astype({c: "float64" for c in frame.columns
                             if str(frame[c].dtype) in ("Int64", "boolean", "Float64")})
-    return frame.assign(**{name: numeric.eval(expr).astype("float64")
-                           for name, expr in derived.items()})
+    out = {}
+    for name, expr in derived.items():
+        try:
+            out[name] = pd.Series(numeric.eval(expr), index=frame.index).astype("float64")
+        except Exception as exc:  # noqa: BLE001 - pandas raises many kinds: one line for all
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise ParamsError(f"params.yaml: featurize.derived.{name}: cannot evaluate "
+                              f"{expr!r}: {reason}") from None
+    return frame.assign(**out)
+
+
+def numeric_sources(contract: Contract) -> list[str]:
+    """The numeric feature columns, by their names in the data."""
+    return [c for c in contract.feature_columns
+            if contract.columns[c].type in ("int", "float", "bool")]
+
+
+def categorical_sources(contract: Contract) -> list[str]:
+    """The text feature columns, by their names in the data."""
+    return [c for c in contract.feature_columns
+            if contract.columns[c].type in ("category", "string")]
 
 
 def numeric_columns(contract: Contract, derived: dict[str, str]) -> list[str]:
-    return [c for c in contract.feature_columns
-            if contract.columns[c].type in ("int", "float", "bool")] + list(derived)
+    """Numeric model-frame columns: the numeric features (safe names) and the derived ones."""
+    return [safe(c) for c in numeric_sources(contract)] + list(derived)
 
 
 def indicator_columns(contract: Contract) -> dict[str, str]:
-    """A missing-value indicator for each nullable numeric feature (declared, not learned)."""
-    return {f"{c}_missing": c for c in contract.feature_columns
-            if contract.columns[c].nullable
-            and contract.columns[c].type in ("int", "float", "bool")}
+    """A missing-value indicator for each nullable numeric feature (declared, not learned):
+    {indicator (safe name): its source column (name in the data)}."""
+    return {f"{safe(c)}_missing": c for c in numeric_sources(contract)
+            if contract.columns[c].nullable}
 
 
 def categorical_columns(contract: Contract) -> list[str]:
-    return [c for c in contract.feature_columns
-            if contract.columns[c].type in ("category", "string")]
+    """Text model-frame columns (safe names)."""
+    return [safe(c) for c in categorical_sources(contract)]
 
 
 def model_frame(frame: pd.DataFrame, contract: Contract, derived: dict[str, str]) -> pd.DataFrame:
     """The model's input columns with plain dtypes: float64 numbers, object text."""
     frame = derive(frame, derived)
-    numeric = numeric_columns(contract, derived)
-    categorical = categorical_columns(contract)
-    out = {c: pd.to_numeric(frame[c], errors="coerce").astype("float64").to_numpy()
-           for c in numeric}
+    name = safe_names(contract.feature_columns)   # column -> its model-frame name
+    sources = [*numeric_sources(contract), *derived]
+    out = {name.get(c, c): pd.to_numeric(frame[c], errors="coerce").astype("float64").to_numpy()
+           for c in sources}
+    numeric = [name.get(c, c) for c in sources]
     indicators = indicator_columns(contract)
-    for name, source in indicators.items():
-        out[name] = np.isnan(out[source]).astype("float64")
+    for indicator, source in indicators.items():
+        out[indicator] = np.isnan(out[name[source]]).astype("float64")
     numeric = numeric + list(indicators)
-    for c in categorical:
+    categorical = []
+    for source in categorical_sources(contract):
+        c = name[source]
+        categorical.append(c)
         # Object dtype, built from the distinct values: a million cells share a few str
         # objects, and sklearn's encoder reads them without making a million of its own
         # (pandas would infer its string dtype, which turns into new objects on every read).
-        codes, values = pd.factorize(frame[c].astype("string").fillna(MISSING))
+        codes, values = pd.factorize(frame[source].astype("string").fillna(MISSING))
         out[c] = pd.Series(np.asarray(values, dtype=object)[codes], index=frame.index,
                            dtype=object)
     return pd.DataFrame(out, index=frame.index, columns=numeric + categorical)

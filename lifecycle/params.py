@@ -7,6 +7,7 @@ Unknown keys are errors too: a typo must not silently fall back to a default.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
@@ -16,7 +17,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    create_model,
     field_validator,
     model_validator,
 )
@@ -149,6 +149,14 @@ class TaskParams(Section):
 # --- featurize -----------------------------------------------------------------------------
 class FeaturizeParams(Section):
     derived: dict[str, str]  # new column -> pandas expression over clean columns
+
+    @field_validator("derived")
+    @classmethod
+    def _plain_names(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)]
+        if bad:
+            raise ValueError(f"derived column names must be letters, digits and _: {bad}")
+        return value
     min_frequency: float = Field(ge=0, lt=1)
     scale: Literal["standard", "robust", "none"]
     select_k_best: int | None = Field(gt=0)  # null keeps every feature
@@ -156,125 +164,9 @@ class FeaturizeParams(Section):
     seed: int
 
 
-# --- train ---------------------------------------------------------------------------------
-PositiveInt = Annotated[int, Field(gt=0)]
-Share = Annotated[float, Field(gt=0, le=1)]
-
-
-class LogisticRegressionParams(Section):
-    C: float = Field(gt=0)
-    max_iter: PositiveInt
-
-
-class DecisionTreeParams(Section):
-    max_depth: PositiveInt | None
-    min_samples_leaf: PositiveInt
-
-
-class RandomForestParams(Section):
-    n_estimators: PositiveInt
-    max_depth: PositiveInt | None
-    min_samples_leaf: PositiveInt
-    max_features: Share | Literal["sqrt", "log2"]
-    max_samples: float | None  # rows drawn per tree: a count (> 1) or a share (<= 1)
-    n_jobs: int
-
-    @field_validator("max_samples")
-    @classmethod
-    def _count_or_share(cls, value: float | None) -> float | None:
-        if value is not None and (value <= 0 or (value > 1 and value != int(value))):
-            raise ValueError("a share in (0, 1] or a whole number of rows above 1")
-        return int(value) if value is not None and value > 1 else value
-
-
-class GradientBoostingParams(Section):
-    learning_rate: float = Field(gt=0)
-    max_iter: PositiveInt
-    max_leaf_nodes: int = Field(gt=1)
-    min_samples_leaf: PositiveInt
-    l2_regularization: float = Field(ge=0)
-    early_stopping: bool | Literal["auto"]
-
-
-class MlpParams(Section):
-    hidden_layer_sizes: list[PositiveInt] = Field(min_length=1)
-    alpha: float = Field(ge=0)
-    learning_rate_init: float = Field(gt=0)
-    max_iter: PositiveInt
-    early_stopping: bool
-
-
-FAMILIES: dict[str, type[Section]] = {
-    "logistic_regression": LogisticRegressionParams,
-    "decision_tree": DecisionTreeParams,
-    "random_forest": RandomForestParams,
-    "gradient_boosting": GradientBoostingParams,
-    "mlp": MlpParams,
-}
-
-
-def _grid_of(family: type[Section]) -> type[Section]:
-    """A search grid for one family: any of its hyperparameters -> a non-empty list of values,
-    each checked like the hyperparameter itself (errors name train.search.grid.<family>.<key>)."""
-    fields = {}
-    for key, info in family.model_fields.items():
-        value = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
-        fields[key] = (list[value] | None, Field(default=None, min_length=1))
-    return create_model(f"{family.__name__}Grid", __base__=Section, **fields)
-
-
-_GRIDS = {name: _grid_of(family) for name, family in FAMILIES.items()}
-SearchGrid = create_model(
-    "SearchGrid", __base__=Section,
-    **{name: (grid, Field(default_factory=grid)) for name, grid in _GRIDS.items()})
-
-
-class SearchParams(Section):
-    method: Literal["none", "cv", "validation"]
-    folds: int = Field(ge=2)  # cv only
-    n_iter: PositiveInt | None  # null tries the whole grid; n samples n points of it (seeded)
-    grid: SearchGrid
-
-
-class TrainParams(Section):
-    model: Literal["logistic_regression", "decision_tree", "random_forest", "gradient_boosting",
-                   "mlp"]
-    class_weight: Literal["balanced", "none"]
-    seed: int
-    search: SearchParams
-    logistic_regression: LogisticRegressionParams
-    decision_tree: DecisionTreeParams
-    random_forest: RandomForestParams
-    gradient_boosting: GradientBoostingParams
-    mlp: MlpParams
-
-    @model_validator(mode="after")
-    def _grid_to_search(self) -> TrainParams:
-        if self.search.method != "none" and not self.search_grid():
-            raise ValueError(f"search.method is '{self.search.method}' but "
-                             f"search.grid.{self.model} declares no values to try")
-        for family, grid in self.search.grid:
-            for key, values in grid.model_dump(exclude_none=True).items():
-                for value in values:  # the family's own validators too, e.g. max_samples
-                    try:
-                        self.with_hyperparameters({key: value}, family)
-                    except ValidationError as exc:
-                        raise ValueError(f"search.grid.{family}.{key}: {value!r}: "
-                                         f"{exc.errors()[0]['msg']}") from None
-        return self
-
-    def with_hyperparameters(self, changes: dict, family: str | None = None) -> Section:
-        """The family's hyperparameters (default: the chosen one) with `changes`, checked."""
-        family = family or self.model
-        return FAMILIES[family].model_validate({**getattr(self, family).model_dump(), **changes})
-
-    def hyperparameters(self) -> dict:
-        """The chosen family's hyperparameters as params.yaml gives them."""
-        return getattr(self, self.model).model_dump()
-
-    def search_grid(self) -> dict[str, list]:
-        """The chosen family's grid: hyperparameter -> values to try (only those declared)."""
-        return getattr(self.search.grid, self.model).model_dump(exclude_none=True)
+# --- train: its params models live with the model families (lifecycle/models.py), so that a
+# family is one registry entry and its params section; load it with
+# params.load("train", model=models.TrainParams).
 
 
 # --- evaluate ------------------------------------------------------------------------------
@@ -297,8 +189,7 @@ class EvaluateGate(Section):
 
 
 class EvaluateParams(Section):
-    primary_metric: Literal["accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc",
-                            "log_loss", "brier", "mae", "rmse", "r2"]
+    primary_metric: str  # a metric of the task (lifecycle/metrics.py; checked by `primary_metric`)
     threshold_objective: Literal["f1", "value"]
     business: BusinessParams
     bootstrap: BootstrapParams
@@ -312,6 +203,8 @@ class ExplainParams(Section):
     samples: int = Field(ge=0)  # validation rows explained one by one
     top_features: int = Field(gt=0)
     shap_rows: int = Field(gt=0)  # validation rows behind the global mean |SHAP|
+    lime: bool = False  # LIME local explanations of the same rows (the `lime` extra)
+    lime_samples: int = Field(default=1000, ge=100)  # perturbed rows per explained row
     seed: int
     rows: int | None = Field(default=None, gt=0)  # validation rows explained at all; null = all
 
@@ -434,7 +327,6 @@ SECTIONS: dict[str, type[Section]] = {
     "split": SplitParams,
     "task": TaskParams,
     "featurize": FeaturizeParams,
-    "train": TrainParams,
     "evaluate": EvaluateParams,
     "explain": ExplainParams,
     "package": PackageParams,
@@ -446,6 +338,8 @@ S = TypeVar("S", bound=Section)
 
 def load(section: str, path: Path = PARAMS_FILE, model: type[S] | None = None) -> S:
     """Read one section of params.yaml and check it against its model."""
+    if model is None and section not in SECTIONS:
+        raise ValueError(f"no params model for section {section!r}: pass model=")
     model = model or SECTIONS[section]
     try:
         everything = yaml.safe_load(Path(path).read_text()) or {}

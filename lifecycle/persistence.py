@@ -75,23 +75,25 @@ def save(estimator, path) -> None:
     Path(path).write_bytes(dumps(estimator))
 
 
-def loads(data: bytes):
+def loads(data: bytes, trusted: tuple[str, ...] = ()):
     """Load a skops archive, trusting only sklearn/numpy/scipy types (and a functools.partial,
-    whose function skops checks on its own)."""
+    whose function skops checks on its own), plus types under the `trusted` prefixes (a model
+    family's package: `models.trusted_prefixes`)."""
     sio = _skops_io()
 
     untrusted = sio.get_untrusted_types(data=data)
-    unsafe = [t for t in untrusted
-              if not t.startswith(TRUSTED_PREFIXES) and t not in TRUSTED_TYPES]
+    prefixes = (*TRUSTED_PREFIXES, *trusted)
+    unsafe = [t for t in untrusted if not t.startswith(prefixes) and t not in TRUSTED_TYPES]
     if unsafe:
-        raise ValueError(f"skops archive holds types that are not sklearn/numpy: {unsafe}")
+        raise ValueError(f"skops archive holds types that are not sklearn/numpy or a model "
+                         f"family's: {unsafe}")
     return sio.loads(data, trusted=untrusted)
 
 
-def load(path):
+def load(path, trusted: tuple[str, ...] = ()):
     """Load a skops file written by `save` (see `loads` for what it trusts; bundles add a hash
     check on top)."""
     try:
-        return loads(Path(path).read_bytes())
+        return loads(Path(path).read_bytes(), trusted)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc

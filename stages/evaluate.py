@@ -5,9 +5,9 @@ when the quality gate is missed (after writing them, so the reason is visible)."
 import csv
 from pathlib import Path
 
-from lifecycle import cli, evaluation, features, figures, io, params, persistence
+from lifecycle import cli, evaluation, features, figures, io, metrics, models, params, persistence
 from lifecycle.contract import load_contract
-from lifecycle.errors import ParamsError, StageError
+from lifecycle.errors import StageError
 
 
 def main() -> str:
@@ -19,16 +19,15 @@ def main() -> str:
     task = params.load("task").type
     derived = params.load("featurize").derived
     p = params.load("evaluate")
-    if p.primary_metric not in evaluation.METRICS[task]:
-        raise ParamsError(f"params.yaml: evaluate.primary_metric: {p.primary_metric!r} is not a "
-                          f"{task} metric (choose one of {', '.join(evaluation.METRICS[task])})")
+    metrics.require(task, p.primary_metric)
+    trusted = models.trusted_prefixes(params.load("train", model=models.TrainParams).model)
     contract = load_contract(args.contract)
     target = contract.target.column
 
     from sklearn.pipeline import Pipeline
 
     pipeline = Pipeline([("features", persistence.load(args.featurizer)),
-                         ("model", persistence.load(args.model))])
+                         ("model", persistence.load(args.model, trusted))])
 
     def scored(path: str) -> evaluation.Predictions:
         frame = io.read_parquet(path)

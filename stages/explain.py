@@ -1,7 +1,7 @@
 """explain: global importance of each input column (permutation, SHAP where exact) and local
 explanations of a few sample rows, on the validation split; personal data masked."""
 
-from lifecycle import cli, explain, features, figures, io, params, persistence, sampling
+from lifecycle import cli, explain, features, figures, io, models, params, persistence, sampling
 from lifecycle.contract import load_contract, mask
 from lifecycle.evaluation import display_names, rounded
 
@@ -14,6 +14,7 @@ def main() -> str:
     task = params.load("task").type
     derived = params.load("featurize").derived
     p = params.load("explain")
+    family = models.family_of(params.load("train", model=models.TrainParams).model)
     contract = load_contract(args.contract)
     split = io.read_parquet(args.validation)
     validation_rows = len(split)
@@ -24,8 +25,9 @@ def main() -> str:
            else [f"row {i}" for i in range(len(split))])
     names = display_names(task, contract.target.positive,
                           contract.columns[contract.target.column].allowed)
-    result = explain.explain(persistence.load(args.featurizer), persistence.load(args.model),
-                             frame, y, ids, task, p, names, explain.shap_installed())
+    model = persistence.load(args.model, models.trusted_prefixes(family.name))
+    result = explain.explain(persistence.load(args.featurizer), model, frame, y, ids, task, p,
+                             names, explain.shap_installed(), family.traits)
     result["validation_rows"] = validation_rows  # `rows` of them explained (explain.rows)
 
     io.write_json(rounded(result), args.output)

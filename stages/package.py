@@ -76,10 +76,11 @@ def main() -> str:
         store.remove_bundle(args.bundle)
         raise StageError(f"the bundle's engines disagree (bundle removed): ONNX vs sklearn "
                          f"{engines}; records vs frame {paths} (see {args.metrics})")
+    checked = (f"ONNX agrees with sklearn on {engines['rows']} validation + edge rows (max "
+               f"difference {engines['max_difference']:.1e} <= {p.tolerance:g})"
+               if "skipped" not in engines else f"served by sklearn ({engines['skipped']})")
     return (f"bundle {manifest['version']} ({len(files)} files, "
-            f"{sum(map(len, files.values())) / 1e6:.1f} MB): ONNX agrees with sklearn on "
-            f"{engines['rows']} validation + edge rows (max difference "
-            f"{engines['max_difference']:.1e} <= {p.tolerance:g}), lineage of "
+            f"{sum(map(len, files.values())) / 1e6:.1f} MB): {checked}, lineage of "
             f"{len(provenance['stages'])} stages from {args.lock}")
 
 

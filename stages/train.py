@@ -1,16 +1,20 @@
 """train: fit the model family named in params on the train feature table (after the optional
 search) and score it on train and validation with the task's primary metric."""
 
-from lifecycle import cli, features, io, models, params, persistence
+from lifecycle import cli, features, io, metrics, models, params, persistence
 
 
 def main() -> str:
     args = cli.paths(__doc__, train="train feature table", validation="validation feature table",
                      model="fitted model (skops)", metrics="training metrics (JSON)")
-    task, p = params.load("task"), params.load("train")
+    task = params.load("task")
+    metric = metrics.require(task.type, params.load("evaluate").primary_metric)
+    p = params.load("train", model=models.TrainParams)
+    if p.search.metric is not None:
+        metric = metrics.require(task.type, p.search.metric, "train.search.metric")
     X, y = features.split_target(io.read_parquet(args.train))
     X_val, y_val = features.split_target(io.read_parquet(args.validation))
-    model, report = models.train(task.type, p, X, y, X_val, y_val)
+    model, report = models.train(task.type, p, X, y, X_val, y_val, metric)
     seconds = report.pop("fit_seconds")  # logged, not a metric: reruns must match
     persistence.save(model, args.model)
     io.write_json(report, args.metrics)

@@ -55,7 +55,7 @@ def test_draft_from_a_small_csv(tmp_path):
         "order_no": ["A1", "A2", "A3", "A4", "A5", "A6"],
         "email": ["a@x.io", "b@x.io", None, "d@x.io", "e@x.io", "f@x.io"],
         "placed_at": [f"2026-01-0{d} 10:00:00" for d in range(1, 7)],
-        "items": [1, 2, None, 4, 2, 1],               # whole numbers made float by the gap
+        "items": [1, 2, None, 4, 2, 1],               # whole numbers in a float column: float
         "amount": [9.5, 20.0, 3.25, 7.0, 1.0, 2.5],
         "gift": [True, False, False, True, False, False],
         "channel": ["web", "shop", "web", "web", "shop", "web"],
@@ -73,12 +73,13 @@ def test_draft_from_a_small_csv(tmp_path):
     assert contract.personal_data == ["order_no", "email"]
     types = {name: spec.type for name, spec in contract.columns.items()}
     assert types == {"order_no": "string", "email": "string", "placed_at": "datetime",
-                     "items": "int", "amount": "float", "gift": "bool", "channel": "category",
+                     "items": "float", "amount": "float", "gift": "bool", "channel": "category",
                      "note": "string", "returned": "category"}
     assert contract.columns["items"].nullable and not contract.columns["amount"].nullable
     assert (contract.columns["items"].min, contract.columns["items"].max) == (1, 4)
     assert contract.columns["channel"].allowed == ["shop", "web"]
-    assert "  items:     {type: int, nullable: true, min: 1, max: 4}\n" in text   # a line a column
+    assert "  items:     {type: float, nullable: true, min: 1.0, max: 4.0}\n" in text   # a line
+    assert contract.columns["note"].role == "metadata"   # free text: mostly distinct values
     assert "  amount:    {type: float, nullable: false, min: 1.0, max: 20.0}\n" in text
     assert yaml.safe_load(text)["rules"] == []
 

@@ -220,3 +220,36 @@ def test_demo_explain(reproduced):
     assert {p.name for p in figures.glob("*.png")} == {"importance.png", "local.png"}
     plot = json.loads((reproduced / "metrics/plots/explain/importance.json").read_text())
     assert [row["feature"] for row in plot] == list(result["importance"])
+
+
+@pytest.mark.parametrize("task", ["binary", "regression"])
+def test_lightgbm_gets_tree_shap_and_lime(task):
+    """A family from outside sklearn, through its registry traits: TreeSHAP that adds up to the
+    model's raw score (log-odds), and LIME over the input columns that finds the signal."""
+    from lifecycle import models
+
+    frame, y = synthetic(task)
+    features = featurizer(frame)
+    cls = models.FAMILIES["lightgbm"].estimator_class(task)
+    model = cls(n_estimators=40, random_state=0, verbose=-1, deterministic=True,
+                force_row_wise=True).fit(features.transform(frame), y)
+    ids = [f"masked:{i:04d}" for i in range(len(frame))]
+    p = P.model_copy(update={"lime": True, "lime_samples": 500})
+    result = ex.explain(features, model, frame, y, ids, task, p, {}, True,
+                        models.FAMILIES["lightgbm"].traits)
+    assert result["shap"]["method"] == "tree" and next(iter(result["shap"]["mean_abs"])) == "signal"
+    samples = result["local"]["samples"]
+    X = features.transform(frame.iloc[[ids.index(s["customer"]) for s in samples]])
+    raw = model.predict(X, raw_score=True)
+    for s, out in zip(samples, raw, strict=True):
+        assert s["output"] == pytest.approx(out, abs=1e-6)   # log-odds for binary
+        lime = s["lime"]
+        assert len(lime["top_features"]) == 4
+        assert {f["feature"] for f in lime["top_features"]} == set(COLUMNS)
+    assert result["lime"]["method"] == "lime_tabular"
+    # the signal column carries the largest LIME weight for most explained rows
+    first = [s["lime"]["top_features"][0]["feature"] for s in samples]
+    assert first.count("signal") >= len(samples) // 2 + 1, first
+    again = ex.explain(features, model, frame, y, ids, task, p, {}, True,
+                       models.FAMILIES["lightgbm"].traits)
+    assert again["local"] == result["local"]   # seeded: the same explanations

@@ -131,6 +131,25 @@ def test_edge_rows_score_alike_in_both_engines(bundle, validation):
     assert report["ok"], report
 
 
+def test_reason_codes_are_what_moves_the_answer(bundle, validation):
+    ok, _ = bundle.check_rows(validation.head(20))
+    records = [{k: plain(v) for k, v in row.items()} for row in ok.to_dict("records")]
+    checked, _ = bundle.check_records(records)
+    reasons = bundle.reasons(checked, top=3)
+    assert len(reasons) == len(checked)
+    typical = bundle._typical_values()
+    for record, said in zip(checked[:5], reasons[:5], strict=True):
+        assert said["units"] == "probability of Yes" and len(said["top"]) == 3
+        sizes = [abs(r["contribution"]) for r in said["top"]]
+        assert sizes == sorted(sizes, reverse=True)
+        first = said["top"][0]
+        assert first["value"] == record[first["feature"]]
+        without = {**record, first["feature"]: typical[first["feature"]]}
+        moved = (bundle.predict_records([record])[0]["probability"]
+                 - bundle.predict_records([without])[0]["probability"])
+        assert first["contribution"] == pytest.approx(moved, abs=1e-12)
+
+
 def test_predict_records_matches_predict(bundle, validation):
     ok, _ = bundle.check_rows(validation.head(300))
     records = [{k: plain(v) for k, v in row.items()} for row in ok.to_dict("records")]
@@ -188,13 +207,13 @@ def test_missing_file_is_refused(bundle_copy: Path, name: str):
 
 
 def test_a_manifest_without_a_core_file_is_refused(bundle_copy: Path):
-    files = {n: (bundle_copy / n).read_bytes() for n in BUNDLE_FILES if n != "model.onnx"}
+    files = {n: (bundle_copy / n).read_bytes() for n in BUNDLE_FILES if n != "signature.json"}
     with pytest.raises(BundleError, match="must include"):
         store.write_bundle(bundle_copy, files, {})
     manifest = json.loads((bundle_copy / MANIFEST).read_text())
-    del manifest["files"]["model.onnx"]
+    del manifest["files"]["signature.json"]
     manifest["version"] = store.manifest_for(files, manifest["lineage"])["version"]
-    (bundle_copy / "model.onnx").unlink()
+    (bundle_copy / "signature.json").unlink()
     (bundle_copy / MANIFEST).write_bytes(store.canonical_json(manifest))
     with pytest.raises(BundleError, match="a bundle holds at least"):
         load_bundle(bundle_copy)
@@ -282,7 +301,7 @@ def test_check_rows_rejects_bad_rows_with_their_reasons(bundle):
 
 def test_unknown_categories_can_be_rejected(bundle_dir: Path, bundle):
     signature = {**bundle.signature, "unknown_category": "reject"}
-    files = {n: (bundle_dir / n).read_bytes() for n in BUNDLE_FILES}
+    files = {n: (bundle_dir / n).read_bytes() for n in bundle.manifest["files"]}
     files["signature.json"] = store.canonical_json(signature)
     strict = Bundle(bundle_dir, {**files, MANIFEST: (bundle_dir / MANIFEST).read_bytes()})
     row = {**bundle.signature["example"], "contract": "Three year"}
@@ -355,13 +374,15 @@ def _small_bundle(tmp_path: Path, task: str, family: str, contract: Contract,
     fp = params.load("featurize", ROOT / "params.yaml")
     if min_frequency is not None:
         fp = fp.model_copy(update={"min_frequency": min_frequency})
-    tp = params.load("train", ROOT / "params.yaml")
+    tp = params.load("train", ROOT / "params.yaml", models.TrainParams)
     tp = tp.model_copy(update={"model": family})
     frame = features.model_frame(train, contract, fp.derived)
     y = features.target_vector(train, contract, task)
     featurizer, _ = features.fit_featurizer(frame, y, contract, fp, task)
     small = {"random_forest": {"n_estimators": 10, "max_depth": 4},
-             "gradient_boosting": {"max_iter": 20}, "mlp": {"max_iter": 30}}.get(family, {})
+             "gradient_boosting": {"max_iter": 20}, "mlp": {"max_iter": 30},
+             "lightgbm": {"n_estimators": 30}, "xgboost": {"n_estimators": 30},
+             "lightgbm.LGBMClassifier": {"n_estimators": 30, "verbose": -1}}.get(family, {})
     model = models.build_model(task, tp, rows=len(frame)).set_params(**small)
     model.fit(featurizer.transform(frame), y)
     pp = params.load("package", ROOT / "params.yaml")
@@ -393,6 +414,10 @@ def _contract_for(task: str) -> Contract:
     ("binary", "logistic_regression", 0.6),   # columns without a frequent category: unused
     ("multiclass", "gradient_boosting", None), ("multiclass", "logistic_regression", None),
     ("regression", "random_forest", None), ("regression", "logistic_regression", None),
+    ("binary", "lightgbm", None), ("multiclass", "lightgbm", None),
+    ("regression", "lightgbm", None), ("binary", "xgboost", None), ("regression", "xgboost", None),
+    ("binary", "lightgbm.LGBMClassifier", None),   # by import path: the same converter
+    ("binary", "sklearn.gaussian_process.GaussianProcessClassifier", None),   # no converter
 ])
 def test_every_task_and_family_packages_with_agreeing_engines(
         tmp_path: Path, reproduced: Path, task: str, family: str, min_frequency: float | None):
@@ -413,3 +438,13 @@ def test_every_task_and_family_packages_with_agreeing_engines(
         assert answer["probability"].between(0, 1).all()
     if task == "multiclass":
         assert bundle.classes == sorted(contract.columns["payment_method"].allowed)
+    records = [{k: plain(v) for k, v in row.items()}
+               for row in bundle.check_rows(validation.head(3))[0].to_dict("records")]
+    reasons = bundle.reasons(bundle.check_records(records)[0], top=2)
+    assert [len(r["top"]) for r in reasons] == [2, 2, 2]
+    if family.endswith("GaussianProcessClassifier"):   # served from skops, and says so
+        assert bundle.engine == "sklearn" and "model.onnx" not in bundle.manifest["files"]
+        assert "served from model.skops" in bundle.inference["onnx"]["unavailable"]
+        assert "no ONNX" in bundle.model_card and "skipped" in report
+    else:
+        assert bundle.engine == "onnx" and "skipped" not in report

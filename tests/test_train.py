@@ -12,18 +12,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lifecycle import features, io, models, params, persistence
+from lifecycle import features, io, metrics, models, params, persistence
 from lifecycle.contract import load_contract
 from tests.helpers_stages import assert_one_error_line, run_stage_process, stage_dir
 
-FAMILIES = ["logistic_regression", "decision_tree", "random_forest", "gradient_boosting", "mlp"]
-TREES = {"decision_tree", "random_forest", "gradient_boosting"}
+# every family in the registry; those skl2onnx converts on its own (the others: test_package)
+ALL_FAMILIES = list(models.FAMILIES)
+FAMILIES = [n for n, f in models.FAMILIES.items() if f.onnx and f.onnx.converter == "skl2onnx"]
+TREES = {n for n in FAMILIES if "tree" in models.FAMILIES[n].traits}
 FAST = {"random_forest": {"n_estimators": 20}, "gradient_boosting": {"max_iter": 30},
-        "mlp": {"max_iter": 60}}  # small settings: the point is that each family works
+        "mlp": {"max_iter": 60}, "lightgbm": {"n_estimators": 30},
+        "xgboost": {"n_estimators": 30}}  # small settings: the point is that each family works
 
 
 def train_params(featurized, family: str, **changes):
-    p = params.load("train", featurized / "params.yaml")
+    p = params.load("train", featurized / "params.yaml", model=models.TrainParams)
     small = p.with_hyperparameters(FAST.get(family, {}), family)
     return p.model_copy(update={"model": family, family: small, **changes})
 
@@ -115,7 +118,7 @@ def test_balanced_class_weights_lift_the_minority_class(featurized, family):
 
 def test_mlp_gets_balanced_sample_weights():
     y = np.array([0, 0, 0, 1])
-    p = params.load("train").model_copy(update={"model": "mlp"})
+    p = params.load("train", model=models.TrainParams).model_copy(update={"model": "mlp"})
     weights = models.sample_weights("binary", p, y)
     assert weights[y == 0].sum() == pytest.approx(weights[y == 1].sum())
     assert models.sample_weights("binary", p.model_copy(update={"model": "random_forest"}),
@@ -125,7 +128,7 @@ def test_mlp_gets_balanced_sample_weights():
 @pytest.mark.parametrize("method", ["cv", "validation"])
 def test_search_picks_the_best_point_of_the_grid(featurized, method):
     _, X, y, X_val, y_val = tables(featurized)
-    p = params.load("train", featurized / "params.yaml")
+    p = params.load("train", featurized / "params.yaml", model=models.TrainParams)
     search = p.search.model_copy(update={"method": method, "folds": 3})
     grid = p.search.grid.model_copy(update={
         "decision_tree": p.search.grid.decision_tree.model_copy(
@@ -145,7 +148,7 @@ def test_search_picks_the_best_point_of_the_grid(featurized, method):
 
 def test_random_search_samples_n_iter_points_with_the_seed(featurized):
     _, X, y, X_val, y_val = tables(featurized)
-    p = params.load("train", featurized / "params.yaml")
+    p = params.load("train", featurized / "params.yaml", model=models.TrainParams)
     p = p.model_copy(update={"search": p.search.model_copy(
         update={"method": "validation", "n_iter": 2})})
     runs = [models.search("binary", p, X, y, X_val, y_val)[0] for _ in range(2)]
@@ -166,7 +169,7 @@ def test_a_forest_grown_with_progress_is_the_same_forest(featurized, capsys):
 
 
 def test_forest_max_samples_is_a_cap_on_rows():
-    p = params.load("train").model_copy(update={"model": "random_forest"})
+    p = params.load("train", model=models.TrainParams).model_copy(update={"model": "random_forest"})
     cap = p.random_forest.max_samples
     assert models.build_model("binary", p, rows=cap // 10).max_samples is None  # all rows
     assert models.build_model("binary", p, rows=cap * 5).max_samples == cap
@@ -182,18 +185,18 @@ def test_every_family_fits_other_tasks(task):
     else:
         X, y = make_regression(300, 8, noise=10, random_state=0)
     X = pd.DataFrame(X, columns=[f"x{i}" for i in range(8)])
-    base = params.load("train")
-    for family in FAMILIES:
+    base = params.load("train", model=models.TrainParams)
+    for family in [n for n in ALL_FAMILIES if task in models.FAMILIES[n].tasks]:
         p = base.model_copy(update={"model": family,
                                     family: base.with_hyperparameters(FAST.get(family, {}),
                                                                       family)})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model, report = models.train(task, p, X[:200], y[:200], X[200:], y[200:])
-        metric = models.PRIMARY_METRIC[task]
+        metric = metrics.DEFAULT[task]
         assert report["metric"] == metric and np.isfinite(report["validation"][metric])
         assert report["class_weight"] is (None if task == "regression" else "balanced")
-        reloaded = persistence.loads(persistence.dumps(model))
+        reloaded = persistence.loads(persistence.dumps(model), models.trusted_prefixes(family))
         if task == "regression":
             np.testing.assert_allclose(reloaded.predict(X), model.predict(X), rtol=1e-12)
         else:
@@ -203,7 +206,10 @@ def test_every_family_fits_other_tasks(task):
 
 
 @pytest.mark.parametrize(("stage", "override", "words"), [
-    ("train", {"train.model": "xgboost"}, ["train.model", "xgboost"]),
+    ("train", {"train.model": "xgbost"}, ["train.model", "xgbost"]),
+    ("train", {"evaluate.primary_metric": "rmse"}, ["evaluate.primary_metric", "rmse", "binary"]),
+    ("train", {"train.search.metric": "r2", "train.search.method": "validation"},
+     ["train.search.metric", "r2"]),
     ("train", {"train.search.grid.random_forest": {"max_depht": [3]}},
      ["train.search.grid.random_forest.max_depht"]),
     ("train", {"train.search.method": "grid"}, ["train.search.method"]),
@@ -237,3 +243,53 @@ def test_two_runs_give_identical_bytes(featurized, tmp_path):
     assert digests[0] == digests[1]
     assert digests[0][0]["models/model.skops"] == io.sha256_file(
         featurized / "models" / "model.skops")  # and the same as in this process
+
+
+def test_adding_a_family_touches_two_files(tmp_path):
+    """README: a family is its registry entry in lifecycle/models.py and its params section.
+    Add ExtraTrees that way to a copy of the project; train, the search grid, explain's traits
+    and the ONNX export pick it up, and git sees exactly two files changed."""
+    from tests.conftest import make_workspace, run
+
+    ws = make_workspace(tmp_path / "project")
+    models_py = ws / "lifecycle" / "models.py"
+    text = models_py.read_text()
+    entry = '''    Family("extra_trees", ExtraTreesParams,
+           ("sklearn.ensemble.ExtraTreesClassifier", "sklearn.ensemble.ExtraTreesRegressor"),
+           _plain, frozenset({"tree", "class_weight"})),
+)}'''
+    params_model = '''class ExtraTreesParams(Section):
+    n_estimators: PositiveInt
+    min_samples_leaf: PositiveInt
+
+
+FAMILIES: dict[str, Family] = {'''
+    text = text.replace("FAMILIES: dict[str, Family] = {", params_model, 1)
+    text = text.replace("\n)}\n", "\n" + entry + "\n", 1)
+    models_py.write_text(text)
+    params_yaml = ws / "params.yaml"
+    params_yaml.write_text(params_yaml.read_text().replace(
+        "\nevaluate:", "\n  extra_trees: {n_estimators: 30, min_samples_leaf: 5}\n\nevaluate:", 1))
+    changed = run(["git", "status", "--porcelain"], ws).stdout.split("\n")
+    assert sorted(line[3:] for line in changed if line) == ["lifecycle/models.py", "params.yaml"]
+    script = """
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import make_classification
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from lifecycle import models, params
+from lifecycle.packaging.onnx_export import export
+p = params.load("train", model=models.TrainParams).model_copy(update={"model": "extra_trees"})
+X, y = make_classification(300, 4, random_state=0)
+X = pd.DataFrame(X, columns=list("abcd"))
+model, report = models.train("binary", p, X[:200], y[:200], X[200:], y[200:], "roc_auc")
+scale = ColumnTransformer([("num", StandardScaler(), list("abcd"))])
+pipe = Pipeline([("features", scale), ("model", model)]).fit(X, y)
+family = models.FAMILIES["extra_trees"]
+onnx, _ = export(pipe, [{"name": c, "kind": "number"} for c in "abcd"], "t", 18, family.onnx)
+print(report["estimator"], report["validation"]["roc_auc"] > 0.8, onnx is not None,
+      ",".join(sorted(family.traits)), "extra_trees" in p.search.grid.model_fields)
+"""
+    out = run(["python", "-c", script], ws).stdout.split()
+    assert out == ["ExtraTreesClassifier", "True", "True", "class_weight,tree", "True"]

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lifecycle import features, persistence
+from lifecycle import features, models, persistence
 from lifecycle.contract import Contract, load_contract
 from lifecycle.errors import StageError
 from lifecycle.packaging.card import model_card
-from lifecycle.packaging.onnx_export import onnx_bytes, opsets
+from lifecycle.packaging.onnx_export import export, opsets
 from lifecycle.packaging.reference import reference_stats
 from lifecycle.packaging.signature import class_labels, example_record, model_inputs, signature
 from lifecycle.packaging.store import canonical_json
@@ -26,8 +26,10 @@ def build_files(*, name: str, task: str, contract_text: bytes, featurizer, model
                 derived: dict[str, str], threshold: float | None, train: pd.DataFrame,
                 validation: pd.DataFrame, scores: dict, split_summary: dict,
                 lineage_info: dict, card: dict, opset: int, tolerance: float,
-                unknown_category: str, bins: int) -> dict[str, bytes]:
-    """Every bundle file but the manifest, as bytes (deterministic for identical inputs)."""
+                unknown_category: str, bins: int, family: str | None = None) -> dict[str, bytes]:
+    """Every bundle file but the manifest, as bytes (deterministic for identical inputs).
+    `family`: train.model (default: the lineage's), whose registry entry says how the model
+    reaches ONNX; without a converter the bundle has no model.onnx and serves model.skops."""
     from sklearn.pipeline import Pipeline
 
     contract = Contract.model_validate(yaml.safe_load(contract_text))
@@ -37,21 +39,26 @@ def build_files(*, name: str, task: str, contract_text: bytes, featurizer, model
     if task == "binary" and threshold is None:
         raise StageError("a binary model needs a decision threshold (metrics/scores.json "
                          "`threshold`, written by evaluate)")
-    onnx_model = onnx_bytes(pipeline, inputs, name, opset)
+    family = family or lineage_info.get("params", {}).get("train", {}).get("model") \
+        or models.family_name_of(model)
+    onnx_model, no_onnx = export(pipeline, inputs, name, opset, models.family_of(family).onnx)
     inference = {
         "name": name, "task": task, "target": contract.target.column,
         "classes": classes, "positive_class": contract.target.positive if task == "binary"
         else None, "threshold": threshold if task == "binary" else None,
         "derived": dict(derived), "missing_token": features.MISSING,
         "model_inputs": inputs, "estimator": type(model).__name__,
-        "model_family": lineage_info.get("params", {}).get("train", {}).get("model"),
+        "model_family": family,
+        "estimator_path": f"{type(model).__module__}.{type(model).__name__}",
+        "engine": "onnx" if onnx_model else "sklearn",
         "feature_names": [str(f) for f in featurizer.get_feature_names_out()],
         "unknown_category": unknown_category,
         "onnx": {"opset_import": opsets(onnx_model), "max_opset": opset,
                  "tolerance": tolerance,
                  "inputs": "one [n, 1] tensor per model input: double numbers, string text",
                  "outputs": "probabilities [n, classes]" if task != "regression"
-                 else "variable [n, 1]"},
+                 else "variable [n, 1]"} if onnx_model else
+        {"unavailable": f"{no_onnx}: served from model.skops (the sklearn Pipeline)"},
     }
     sig = signature(contract, unknown_category, example_record(train, contract))
     model_input = features.model_frame(validation, contract, derived)
@@ -71,15 +78,17 @@ def build_files(*, name: str, task: str, contract_text: bytes, featurizer, model
     card_text = model_card(name=name, task=task, contract=contract, inference=inference,
                            scores=scores, split_summary=split_summary, lineage_info=lineage_info,
                            card=card, tolerance=tolerance)
-    return {
+    files = {
         "model.skops": persistence.dumps(pipeline),
-        "model.onnx": onnx_model,
         "contract.yaml": contract_text,
         "inference.json": canonical_json(inference),
         "signature.json": canonical_json(sig),
         "reference_stats.json": canonical_json(stats),
         "model_card.md": card_text.encode(),
     }
+    if onnx_model:
+        files["model.onnx"] = onnx_model
+    return files
 
 
 

@@ -33,10 +33,12 @@ def model_card(*, name: str, task: str, contract: Contract, inference: dict, sco
         f"{len(contract.feature_columns)} input columns.",
         f"- Inputs: `signature.json` (id `{contract.id}` for logging and sticky routing only, "
         "never a feature); rows are cleaned with the contract's rules (`contract.yaml`).",
-        f"- Files: `model.skops` (the sklearn Pipeline, the reference) and `model.onnx` (the "
-        f"serving fast path, opsets {inference['onnx']['opset_import']}, double precision); "
-        f"package checked that they agree within "
-        f"{tolerance:g} on the validation split and synthetic edge rows.", "",
+        (f"- Files: `model.skops` (the sklearn Pipeline, the reference) and `model.onnx` (the "
+         f"serving fast path, opsets {inference['onnx']['opset_import']}, double precision); "
+         f"package checked that they agree within "
+         f"{tolerance:g} on the validation split and synthetic edge rows."
+         if inference.get("engine", "onnx") == "onnx" else
+         f"- Files: `model.skops` only (no ONNX: {inference['onnx']['unavailable']})."), "",
         "## Data", ""]
     splits = split_summary.get("splits", {})
     sizes = ", ".join(f"{s} {info.get('rows')}" for s, info in splits.items())

@@ -41,7 +41,10 @@ def onnx_bytes(pipeline, inputs: list[dict], name: str, opset: int) -> bytes:
 _TREE_TENSORS = ("nodes_values", "nodes_hitrates", "class_weights", "target_weights",
                  "base_values")
 _TREE_CONVERTERS = ("SklearnDecisionTreeClassifier", "SklearnDecisionTreeRegressor",
+                    "SklearnExtraTreeClassifier", "SklearnExtraTreeRegressor",
                     "SklearnRandomForestClassifier", "SklearnRandomForestRegressor",
+                    "SklearnExtraTreesClassifier", "SklearnExtraTreesRegressor",
+                    "SklearnGradientBoostingClassifier", "SklearnGradientBoostingRegressor",
                     "SklearnHistGradientBoostingClassifier",
                     "SklearnHistGradientBoostingRegressor")
 _double_converters = threading.Lock()
@@ -87,26 +90,92 @@ def _register_double_converters() -> None:
         _double_registered = True
 
 
-def _double_trees(convert):
-    """A tree converter that, for double inputs, writes double thresholds (see above)."""
+def _double_trees(convert, op_version: int | None = 3, float32_inputs: bool = False):
+    """A tree converter that, for double inputs, writes double thresholds (see above), or
+    with `float32_inputs` casts the features to float32 right before the trees."""
     from onnx import TensorProto
     from skl2onnx.common.data_types import guess_proto_type
 
     def converter(scope, operator, container):
+        estimator = operator.raw_operator
+        if getattr(estimator, "get_booster", None) and estimator.get_booster().feature_names:
+            import copy  # onnxmltools reads XGBoost splits by position (f0, f1, ...)
+
+            estimator = copy.deepcopy(estimator)
+            estimator.get_booster().feature_names = None
+            operator.raw_operator = estimator
         if guess_proto_type(operator.inputs[0].type) != TensorProto.DOUBLE:
             return convert(scope, operator, container)
-        return convert(scope, operator, _DoubleTreeContainer(container, scope, operator),
-                       op_version=3)
+        wrapped = _DoubleTreeContainer(container, scope, operator, float32_inputs)
+        if op_version is None:
+            return convert(scope, operator, wrapped)
+        return convert(scope, operator, wrapped, op_version=op_version)
 
     return converter
+
+
+_third_party_lock = threading.Lock()
+
+
+def export(pipeline, inputs: list[dict], name: str, opset: int, onnx_spec) -> tuple[
+        bytes | None, str | None]:
+    """(`onnx_bytes` of the pipeline, None), or (None, why not) when its estimator has no ONNX
+    converter (`onnx_spec` None: the family says so; or skl2onnx knows none for it)."""
+    estimator = pipeline.steps[-1][1]
+    kind = f"{type(estimator).__module__}.{type(estimator).__name__}"
+    if onnx_spec is None:
+        return None, f"the model family declares no ONNX converter for {kind}"
+    if onnx_spec.converter != "skl2onnx":
+        _register_third_party(type(estimator), onnx_spec)
+    try:
+        model = onnx_bytes(pipeline, inputs, name, opset)
+    except RuntimeError as exc:
+        if "Unable to find a shape calculator" not in str(exc) \
+                and "No proper shape calculator" not in str(exc):
+            raise
+        return None, f"skl2onnx has no converter for {kind}"
+    import onnxruntime as ort
+
+    try:  # a converter may emit operators onnxruntime's CPU build does not have
+        ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - any refusal means: no ONNX for this model
+        return None, f"onnxruntime cannot run the export of {kind} ({str(exc)[:120]})"
+    return model, None
+
+
+def _register_third_party(cls: type, onnx_spec) -> None:
+    """Register an onnxmltools converter (`module:function`) for `cls` with skl2onnx, wrapped
+    like skl2onnx's own tree converters so numbers stay double."""
+    import importlib
+
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+    from sklearn.base import is_classifier
+
+    module, _, function = onnx_spec.converter.partition(":")
+    convert = getattr(importlib.import_module(module), function)
+    with _third_party_lock:
+        if is_classifier(cls()):
+            update_registered_converter(
+                cls, f"Lifecycle{cls.__name__}", calculate_linear_classifier_output_shapes,
+                _double_trees(convert, None, onnx_spec.float32_inputs),
+                options={"nocl": [True, False], "zipmap": [True, False, "columns"]})
+        else:
+            update_registered_converter(
+                cls, f"Lifecycle{cls.__name__}", calculate_linear_regressor_output_shapes,
+                _double_trees(convert, None, onnx_spec.float32_inputs))
 
 
 class _DoubleTreeContainer:
     """Passes nodes on to skl2onnx's container, tree ensembles with double tensors."""
 
-    def __init__(self, container, scope, operator):
+    def __init__(self, container, scope, operator, float32_inputs: bool = False):
         self._container, self._scope = container, scope
         self._declared = {v.full_name: v.type for v in operator.outputs}
+        self._float32_inputs = float32_inputs
 
     def __getattr__(self, name):
         return getattr(self._container, name)
@@ -119,8 +188,19 @@ class _DoubleTreeContainer:
         from onnx.numpy_helper import from_array
         from skl2onnx.common.data_types import guess_proto_type
 
+        inputs = list(inputs) if isinstance(inputs, list | tuple) else [inputs]
+        if self._float32_inputs:  # compare float32 features, as the estimator itself does
+            cast = self._scope.get_unique_variable_name("float32_features")
+            self._container.add_node("Cast", [inputs[0]], [cast], to=TensorProto.FLOAT,
+                                     name=self._scope.get_unique_operator_name("Cast"))
+            inputs[0] = cast
         for key in _TREE_TENSORS:
             value = attrs.get(key)
+            if self._float32_inputs:
+                continue
+            if isinstance(value, list) and value and all(isinstance(v, float | int)
+                                                         for v in value):
+                value = attrs[key] = np.asarray(value, dtype=np.float64)  # onnxmltools: lists
             if isinstance(value, np.ndarray) and value.dtype == np.float64:
                 attrs[f"{key}_as_tensor"] = from_array(attrs.pop(key))
         outputs = list(outputs) if isinstance(outputs, list | tuple) else [outputs]

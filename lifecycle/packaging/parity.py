@@ -19,7 +19,7 @@ def edge_rows(base: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     at the ends of their declared ranges. Built from the first row of `base`."""
     row = base.iloc[[0]].reset_index(drop=True)
     rows = []
-    categorical = features.categorical_columns(contract)
+    categorical = features.categorical_sources(contract)
     numeric = [c for c in contract.feature_columns if contract.columns[c].type in NUMBER_TYPES]
     for name in categorical:
         rows.append(row.assign(**{name: "__unseen_category__"}))
@@ -44,6 +44,10 @@ def compare_engines(bundle: Bundle, frame: pd.DataFrame, tolerance: float) -> di
     difference, and rows whose label differs although sklearn's probability is further than
     `tolerance` from the threshold (binary) or its top two classes are further apart than
     `tolerance` (multiclass). Regression: largest difference relative to max(1, |value|)."""
+    if bundle.engine != "onnx":  # no ONNX export: the Pipeline is the only engine
+        return {"rows": len(frame), "max_difference": 0.0, "label_mismatches": 0,
+                "tolerance": tolerance, "ok": True,
+                "skipped": bundle.inference["onnx"].get("unavailable", "no ONNX")}
     reference, fast = bundle.scores(frame, "sklearn"), bundle.scores(frame, "onnx")
     if bundle.task == "regression":
         diff = np.abs(fast - reference) / np.maximum(1.0, np.abs(reference))

@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lifecycle import features, persistence
+from lifecycle import features, models, persistence
 from lifecycle.contract import Contract
+from lifecycle.names import safe
 from lifecycle.packaging.expressions import Expression
 from lifecycle.packaging.rows import (
     NUMBER_TYPES,
@@ -66,7 +67,12 @@ class Bundle:
         self._sklearn = None
         self._lock = threading.Lock()
         self._plan()
-        self._session = self._onnx_session(threads)
+        # the estimator's engine: "onnx", or "sklearn" when it has no ONNX converter
+        self.engine: str = self.inference.get("engine", "onnx")
+        if self.engine == "onnx" and "model.onnx" not in files:
+            raise BundleError(f"{path}: inference.json says engine onnx but there is no "
+                              "model.onnx")
+        self._session = self._onnx_session(threads) if self.engine == "onnx" else None
 
     def file(self, name: str) -> bytes:
         """The verified bytes of one bundle file (any file its manifest lists)."""
@@ -90,7 +96,9 @@ class Bundle:
                                f.get("min"), f.get("max")) for f in self.signature["fields"]]
         self._number_sources = [c for c in contract.feature_columns
                                 if contract.columns[c].type in NUMBER_TYPES]
-        self._text_sources = features.categorical_columns(contract)
+        self._text_sources = features.categorical_sources(contract)
+        # model input (a safe name, lifecycle/names.py) -> the column it is read from
+        self._source = {safe(c): c for c in [*self._number_sources, *self._text_sources]}
         numeric = set(self._number_sources)
         self._derived = [(name, Expression(expr, numeric)) for name, expr in derived.items()]
         self._indicators = list(features.indicator_columns(contract).items())
@@ -130,7 +138,9 @@ class Bundle:
         with self._lock:
             if self._sklearn is None:
                 try:
-                    self._sklearn = persistence.loads(self._files["model.skops"])
+                    self._sklearn = persistence.loads(
+                        self._files["model.skops"],
+                        models.trusted_prefixes(self.inference.get("model_family")))
                 except ValueError as exc:
                     raise BundleError(f"{self.path}/model.skops: {exc}") from exc
         return self._sklearn
@@ -264,20 +274,77 @@ class Bundle:
 
     def predict_records(self, records: list[dict]) -> list[dict]:
         """The serving fast path: ONNX predictions for coherent dict records (the `ok` output
-        of `check_records`), as [{"prediction": ..., "probability": ...}]."""
+        of `check_records`), as [{"prediction": ..., "probability": ...}]. A bundle without
+        ONNX (`engine` sklearn) answers with its sklearn Pipeline."""
         if not records:
             return []
-        scores = self._run_onnx(self._columns_from_records(records), len(records))
+        scores = self._record_scores(records)
         decided = self.decide(scores)
         keys = list(decided)
         return [dict(zip(keys, values, strict=True))
                 for values in zip(*(decided[k].tolist() for k in keys), strict=True)]
 
+    def reasons(self, records: list[dict], top: int = 3) -> list[dict]:
+        """Reason codes: for each coherent record (the `ok` output of `check_records`), its
+        `top` input columns by how much the answer moves when that column alone is set to its
+        typical training value (mean of a number, most frequent category, from
+        reference_stats.json): `contribution` = score - score without it, in the units of
+        `units` (the positive class's probability, the predicted class's, or the predicted
+        value). Model-agnostic (any family, ONNX or sklearn); one scoring call for all."""
+        if not records:
+            return []
+        typical = self._typical_values()
+        columns = [c for c in self.contract.feature_columns if c in typical]
+        variants = []
+        for record in records:
+            variants.append(record)
+            variants += [{**record, c: typical[c]} for c in columns]
+        raw = self._record_scores(variants)
+        width = len(columns) + 1
+        units = {"binary": f"probability of {self.classes[1] if self.classes else 'positive'}",
+                 "multiclass": "probability of the predicted class",
+                 "regression": "predicted value"}[self.task]
+        out = []
+        for i, record in enumerate(records):
+            group = raw[i * width:(i + 1) * width]
+            if self.task == "regression":
+                values = group
+            elif self.task == "binary":
+                values = group[:, 1]
+            else:  # the predicted class's probability, in every variant
+                values = group[:, int(np.argmax(group[0]))]
+            drop = values[0] - values[1:]
+            order = np.argsort(-np.abs(drop), kind="stable")[:top]
+            out.append({"method": "occlusion", "units": units, "baseline": "training typical",
+                        "top": [{"feature": columns[j], "value": plain_value(record.get(
+                            columns[j])), "contribution": float(drop[j])} for j in order]})
+        return out
+
+    def _record_scores(self, records: list[dict]) -> np.ndarray:
+        """Raw scores for coherent records: ONNX from the records, else the sklearn Pipeline."""
+        if self._session is None:
+            return self.scores(pd.DataFrame.from_records(records), "sklearn")
+        return self._run_onnx(self._columns_from_records(records), len(records))
+
+    def _typical_values(self) -> dict:
+        if getattr(self, "_typical", None) is None:
+            stats = self.reference_stats["features"]
+            typical = {}
+            for name, profile in stats.items():
+                if profile.get("type") == "number" and profile.get("mean") is not None:
+                    spec = self.contract.columns[name]
+                    mean = profile["mean"]
+                    typical[name] = round(mean) if spec.type in ("int", "bool") else mean
+                elif profile.get("type") == "category" and profile.get("counts"):
+                    typical[name] = next(iter(profile["counts"]))
+            self._typical = typical
+        return self._typical
+
     def scores(self, frame: pd.DataFrame, engine: str = "onnx") -> np.ndarray:
         """Raw model output: class probabilities [n, classes], or predicted values [n]."""
-        if engine == "onnx":
+        if engine == "onnx" and self._session is not None:
             return self._run_onnx(self._columns_from_frame(frame), len(frame))
-        if engine == "sklearn":
+        if engine in ("sklearn", "onnx"):  # onnx: a bundle without it answers with sklearn
             model_input = features.model_frame(frame, self.contract, self.inference["derived"])
             if self.task == "regression":
                 return np.asarray(self.pipeline.predict(model_input), dtype=np.float64)
@@ -311,9 +378,9 @@ class Bundle:
         feed = {}
         for name, kind in self._inputs:
             if kind == "number":
-                feed[name] = numbers[name].reshape(n, 1)
+                feed[name] = numbers[self._source.get(name, name)].reshape(n, 1)
             else:
-                feed[name] = texts[name].reshape(n, 1)
+                feed[name] = texts[self._source.get(name, name)].reshape(n, 1)
         out = self._session.run([self._output], feed)[0]
         return np.asarray(out, dtype=np.float64).reshape(n) if self.task == "regression" \
             else np.asarray(out, dtype=np.float64)

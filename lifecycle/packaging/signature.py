@@ -62,7 +62,8 @@ def example_record(frame: pd.DataFrame, contract: Contract) -> dict:
     """A valid request for documentation and smoke tests: the first training row's features
     under a made-up id (no real identifier leaves the training data)."""
     row = frame.sort_values(contract.id, kind="stable").iloc[0]
-    record = {contract.id: "example-0001"}
+    kind = contract.columns[contract.id].type
+    record = {contract.id: 1_000_001 if kind == "int" else "example-0001"}  # the id's own type
     for name in contract.feature_columns:
         record[name] = plain_value(row[name])
     return record

@@ -17,7 +17,8 @@ from lifecycle.errors import StageError
 from lifecycle.io import json_default
 
 MANIFEST = "manifest.json"
-BUNDLE_FILES = ("model.skops", "model.onnx", "contract.yaml", "inference.json", "signature.json",
+# model.onnx too, unless the estimator has no ONNX converter (inference.json `engine`)
+BUNDLE_FILES = ("model.skops", "contract.yaml", "inference.json", "signature.json",
                 "reference_stats.json", "model_card.md")
 
 

@@ -25,7 +25,8 @@ class Scorer:
         if engine not in ("onnx", "sklearn"):
             raise ValueError(f"engine must be onnx or sklearn, not {engine!r}")
         self.bundle = bundle
-        self.engine = engine
+        # a bundle whose model has no ONNX converter answers with its sklearn Pipeline
+        self.engine = engine if getattr(bundle, "engine", "onnx") == "onnx" else "sklearn"
         self.path = Path(bundle.path)
         self.version: str = bundle.version
         self.contract = bundle.contract
