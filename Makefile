@@ -5,7 +5,7 @@ PYTHON ?= python3
 export PATH := $(BIN):$(PATH)
 
 .PHONY: run test lint install system-packages bench contract new clean push pull remote dag-check plots-template sweep compare report
-.PHONY: predict serve register registry-export bench-serving
+.PHONY: predict serve register registry-export bench-serving prometheus
 .PHONY: consume produce bench-events
 
 run: install                          ## create the venv, install, and run the whole DAG
@@ -93,6 +93,10 @@ registry-export: install              ## the inference registry (predictions + f
 
 bench-serving: install                ## serving latency/throughput vs predict_proba and mlflow serve
 	python bench/serving.py
+
+prometheus:                           ## Prometheus on 127.0.0.1:9090 scraping `make serve`, with deploy/prometheus rules
+	prometheus --config.file=deploy/prometheus/prometheus.yml --storage.tsdb.path=data/prometheus \
+	  --web.listen-address=127.0.0.1:9090
 
 # Events (README "Events"): Redis Streams in, answers out, every event recorded once. The
 # server: REDIS_URL in the environment (default redis://127.0.0.1:6379/0); write its password

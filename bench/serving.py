@@ -10,7 +10,9 @@ A third reference shows what HTTP alone costs on this machine at that moment: th
 FastAPI/uvicorn stack answering a constant (no checks, no model, no registry).
 
 Ours: `python -m lifecycle.serving serve` (FastAPI on uvicorn, ONNX Runtime, contract checks,
-every answer committed to the SQLite inference registry before it is sent).
+every answer committed to the SQLite inference registry before it is sent, Prometheus metrics);
+and the same with `--no-metrics`, so the cost of the /metrics instrumentation is measured in
+the same run (the ratio is reported).
 
 Figures: single-record p50/p99 latency and throughput over HTTP at concurrency 1 and 32 (the
 load comes from a separate process: lifecycle.serving.loadgen), and batch rows per second.
@@ -44,6 +46,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 WARMUP = 50  # requests per load before timing starts
+BARE = "ours HTTP --no-metrics"
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
        "PYTHONPATH": str(ROOT), "DVC_NO_ANALYTICS": "1"}
 
@@ -218,15 +221,21 @@ def main() -> None:
                                      for r in mf_records))
 
     registry = work / "registry.sqlite"
-    port = free_port()
-    ours = subprocess.Popen([str(BIN / "python"), "-m", "lifecycle.serving", "serve",
-                             "--bundle", str(bundle_path), "--port", str(port),
-                             "--registry", f"sqlite:///{registry}"], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ours_url = f"http://127.0.0.1:{port}"
+
+    def start_ours(registry: Path, *flags: str) -> tuple[subprocess.Popen, str]:
+        port = free_port()
+        proc = subprocess.Popen([str(BIN / "python"), "-m", "lifecycle.serving", "serve",
+                                 "--bundle", str(bundle_path), "--port", str(port),
+                                 "--registry", f"sqlite:///{registry}", *flags], env=ENV,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return proc, f"http://127.0.0.1:{port}"
+
+    ours, ours_url = start_ours(registry)
+    bare, bare_url = start_ours(work / "registry-bare.sqlite", "--no-metrics")
     mlflow = mlflow_url = echo = None
     try:
         wait_ready(f"{ours_url}/health", ours)
+        wait_ready(f"{bare_url}/health", bare)
         echo, echo_url = start_echo()
         if not args.no_mlflow:
             mlflow, mlflow_url = start_mlflow(mlflow_venv(Path(args.mlflow_venv)),
@@ -243,6 +252,7 @@ def main() -> None:
             add("in-process check+ONNX, c=1", onnx_single(bundle, records, args.requests))
             add("HTTP floor: FastAPI echo, c=1", load(echo_url, ours_bodies, args.requests, 1))
             add("ours HTTP, c=1", load(f"{ours_url}/predict", ours_bodies, args.requests, 1))
+            add(BARE + ", c=1", load(f"{bare_url}/predict", ours_bodies, args.requests, 1))
             sent += args.requests + WARMUP
             slow = min(args.requests, 600)  # mlflow answers in tens of ms: fewer suffice
             if mlflow_url:
@@ -251,6 +261,8 @@ def main() -> None:
                                                        args.requests * 3, 32))
             add("ours HTTP, c=32", load(f"{ours_url}/predict", ours_bodies,
                                         args.requests * 3, 32))
+            add(BARE + ", c=32", load(f"{bare_url}/predict", ours_bodies,
+                                      args.requests * 3, 32))
             sent += args.requests * 3 + WARMUP
             if mlflow_url:
                 add("mlflow serve, c=32", load(mlflow_url, mlflow_bodies, slow * 2, 32))
@@ -290,7 +302,7 @@ def main() -> None:
                             mlflow_url, json={"dataframe_records": mf_big[i:i + chunk]})
                             for i in range(0, 50_000, chunk)], 50_000))
     finally:
-        for proc in (ours, mlflow, echo):
+        for proc in (ours, bare, mlflow, echo):
             if proc is not None:
                 proc.terminate()
                 proc.wait(30)
@@ -315,6 +327,12 @@ def report(results: dict, batch: dict, recorded: int, sent: int, args) -> None:
     lines += ["", "| batch | rows/s | / floor |", "|---|---|---|"]
     for name, v in bmed.items():
         lines.append(f"| {name} | {v:,.0f} | {v / bfloor:.2f} |")
+    (on1, off1), (on32, off32) = ((med[f"ours HTTP, c={c}"], med[f"{BARE}, c={c}"])
+                                  for c in (1, 32))
+    lines += ["", "/metrics instrumentation (ours / ours --no-metrics, same run): "
+              f"c=1 p50 x{on1['p50_ms'] / off1['p50_ms']:.3f}, "
+              f"p99 x{on1['p99_ms'] / off1['p99_ms']:.3f}; "
+              f"c=32 requests/s x{on32['throughput_rps'] / off32['throughput_rps']:.3f}"]
     lines += ["", f"registry: {recorded} predictions recorded for the {sent} single-record "
                   "requests ours answered (all committed before their answer)",
               "targets: ours c=1 p50 <= 1.5 ms, p99 <= 3 ms; c=32 >= 1,000 requests/s"]

@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--repo", default=".", help="the git+DVC repo that versions come from")
     serve.add_argument("--request-timeout", type=float, default=10.0,
                        help="seconds a client has to send one whole request (408 after)")
+    serve.add_argument("--no-metrics", action="store_true",
+                       help="leave out GET /metrics (Prometheus) and its instrumentation")
     serve.add_argument("--max-head-bytes", type=int, default=32 * 1024,
                        help="request line + headers at most this many bytes (431 beyond)")
 
@@ -110,7 +112,8 @@ def _serve(args) -> None:
     variants = load_variants(deployment, args.repo)
     registry = Registry(args.registry, args.durability).start()
     try:
-        app = create_app(deployment, variants, registry, admin_token_from_env())
+        app = create_app(deployment, variants, registry, admin_token_from_env(),
+                         metrics=not args.no_metrics)
         shown = ", ".join(f"{n}={v.scorer.version} ({v.scorer.engine})"
                           for n, v in variants.items())
         print(f"serve: http://{args.host}:{args.port} deployment {deployment.name} "

@@ -1,4 +1,5 @@
-"""The real-time API (FastAPI on uvicorn): /predict, /feedback, /health, /metadata, /admin/*.
+"""The real-time API (FastAPI on uvicorn): /predict, /feedback, /health, /metadata, /metrics,
+/admin/*.
 
 Every endpoint is an ordinary FastAPI route, so middleware a user adds (`app.add_middleware`:
 auth, CORS, tracing, metrics) wraps /predict like any other. /predict itself is thin: it reads
@@ -7,6 +8,9 @@ the bundle's signature (`schema`), and hands the records to the serving core
 (`core.PredictionService`: contract check, routing, ONNX scoring, the registry commit), which
 the other transports share. Every answer is committed to the inference registry before it is
 sent.
+
+Prometheus metrics (`metrics`, GET /metrics) come from ASGI middleware around the whole app;
+/predict only notes in its request state why it refused a request, or the answers it gave.
 
 Speed (bench/serving.py measures it): the body is parsed with orjson and validated by
 pydantic-core directly, the answer serialised with orjson; concurrent requests share one ONNX
@@ -30,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from lifecycle.errors import StageError
 from lifecycle.serving.core import PredictionService, Variant, load_variants
 from lifecycle.serving.deploy import Deployment
+from lifecycle.serving.metrics import MetricsMiddleware, ServingMetrics
 from lifecycle.serving.registry import Registry, RegistryError
 from lifecycle.serving.schema import MAX_RECORDS, RecordParser, RequestInvalid, record_model
 from lifecycle.serving.scoring import Scorer
@@ -89,9 +94,9 @@ def require_json(request: Request) -> None:
 
 
 def create_app(deployment: Deployment, variants: dict[str, Variant], registry: Registry,
-               admin_token: str | None = None) -> FastAPI:
+               admin_token: str | None = None, metrics: bool = True) -> FastAPI:
     """The API over loaded variants and a started registry (the caller owns both). The serving
-    core it answers with is `app.state.service`."""
+    core it answers with is `app.state.service`; `metrics=False` leaves out GET /metrics."""
     service = PredictionService(deployment, variants, registry)
     router = service.router
     live = service.live
@@ -114,23 +119,30 @@ def create_app(deployment: Deployment, variants: dict[str, Variant], registry: R
 
     async def predict(request: Request) -> Response:
         received = time.perf_counter()
+        state = request.state  # read by the metrics middleware: why refused, or the answers
         if not is_json(request.headers.get("content-type")):
+            state.reject_reason = "not_json"
             return error(415, f"send the records as {JSON}")
         try:
             records, many = parser.parse(orjson.loads(await request.body()))
         except orjson.JSONDecodeError as exc:
+            state.reject_reason = "invalid_json"
             return error(422, [{"loc": ["body"], "type": "json_invalid",
                                 "msg": f"invalid JSON: {exc}"}])
         except RequestInvalid as exc:
+            state.reject_reason = "invalid_shape"
             return error(422, exc.errors)
         try:
             result = await service.submit(records, received=received)
         except RegistryError as exc:
+            state.reject_reason = "not_recorded"
             return error(503, f"the answer could not be recorded: {exc}")
         if result.errors:
+            state.reject_reason = result.errors[0]["type"]  # wrong_type, rule, ...
             return error(422, [{"loc": ["body", *([e["index"]] if many else []),
                                         *([e["field"]] if e["field"] else [])],
                                 "type": e["type"], "msg": e["msg"]} for e in result.errors])
+        state.answers = result.answers
         return Response(orjson.dumps(result.answers if many else result.answers[0]),
                         media_type=JSON)
 
@@ -257,6 +269,9 @@ def create_app(deployment: Deployment, variants: dict[str, Variant], registry: R
         return _json(await run_in_threadpool(outcomes_by_variant, registry.url))
 
     _document(app, Record, live)
+    if metrics:  # outermost of the app's own middleware: it times and counts every route
+        app.add_middleware(MetricsMiddleware, metrics=ServingMetrics(variants),
+                           routes=[r.path for r in app.routes])
     return app
 
 
