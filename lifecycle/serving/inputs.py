@@ -138,6 +138,8 @@ class InputCheck:
             return []
         if kind in "iufcmM":
             return []
+        if isinstance(column.dtype, pd.StringDtype):  # text (as Parquet and CSV give it)
+            return self._text_problems(name, column)
         try:
             codes, uniques = pd.factorize(column, use_na_sentinel=True)
             values = list(uniques)
@@ -161,3 +163,18 @@ class InputCheck:
             rows[known] = distinct[codes[known]]
             out.append((label, rows))
         return out
+
+    def _text_problems(self, name: str, column: pd.Series) -> list[tuple[str, np.ndarray]]:
+        """`value_problem` for a text column as two Arrow kernels over every value: a batch
+        column of ids or timestamps has as many distinct values as rows, too many to judge one
+        by one. Too long wins over control characters, as in `value_problem`."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        values = pa.array(column, from_pandas=True)
+        long = pc.fill_null(pc.greater(pc.utf8_length(values), self.limits[name]), False)
+        control = pc.fill_null(pc.match_substring_regex(values, CONTROL.pattern), False)
+        long = long.to_numpy(zero_copy_only=False)
+        control = control.to_numpy(zero_copy_only=False) & ~long
+        return [(label, rows) for label, rows in ((f"control_characters:{name}", control),
+                                                  (f"too_long:{name}", long)) if rows.any()]
