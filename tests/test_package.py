@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from lifecycle import features, io, models, params
 from lifecycle.cleaning import make_coherent
-from lifecycle.contract import Contract, load_contract
+from lifecycle.contract import Contract, Rule, load_contract
 from lifecycle.errors import StageError
 from lifecycle.packaging import build, lineage, parity, reference, store
 from lifecycle.packaging.rows import coherent_columns, plain_value
@@ -78,6 +78,21 @@ def test_signature_is_the_id_and_the_feature_columns(bundle):
                                                                                   True)
     ok, rejects = bundle.check_rows(pd.DataFrame([bundle.signature["example"]]))
     assert len(ok) == 1 and rejects.empty
+
+
+def test_a_rule_reading_as_of_stays_with_validate_even_over_feature_columns():
+    """`as_of` is validate's moment; a request has none, so the signature leaves out a rule
+    reading it even when every column it reads is a feature (it would fail at serve time)."""
+    from lifecycle.packaging.signature import signature
+
+    contract = load_contract(ROOT / "contract.yaml")
+    contract = contract.model_copy(update={"rules": [
+        *contract.rules, Rule(name="tenure_as_of", check="tenure <= as_of.year * 12"),
+        Rule(name="tenure_not_negative", check="tenure >= 0")]})
+    assert set(contract.rule_columns(contract.rules[-2])) <= set(contract.feature_columns)
+    kept = [r["name"] for r in signature(contract, "ignore")["rules"]]
+    assert "tenure_as_of" not in kept and "signup_not_in_future" not in kept
+    assert {"total_charges_match_tenure", "tenure_not_negative"} <= set(kept)
 
 
 def test_reference_stats_describe_train_inputs_and_predictions(bundle, reproduced: Path):

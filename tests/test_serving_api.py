@@ -31,6 +31,7 @@ from tests.helpers_serving import (
 
 JSON = {"Content-Type": "application/json"}
 REQUEST_TIMEOUT = 2  # seconds the test server gives a client to send a whole request
+RAW = "raw:"  # a hostile value written into the JSON text as it is (NaN, 1e400)
 
 
 @pytest.fixture(scope="module")
@@ -106,14 +107,30 @@ def test_real_time_and_batch_accept_and_refuse_the_same_records_for_the_same_rea
                {**base, "online_backup": {"$ne": None}}, {**base, "monthly_charges": 1e308},
                {**base, "tenure": 10**30}, {**base, "email": "x" * 5000},
                {**base, "signup_date": ["2020-01-01"]}]
+    # numbers the model cannot use, as JSON numbers, as text and as literals JSON has not got
+    # (Python's json writes NaN and Infinity; RAW marks text put into the line as it is)
+    hostile = [("total_charges", 1e39), ("total_charges", -1e39), ("total_charges", "Infinity"),
+               ("total_charges", "NaN"), ("total_charges", "-inf"), ("monthly_charges", "NaN"),
+               ("total_charges", RAW + "1e400"), ("total_charges", RAW + "NaN"),
+               ("total_charges", RAW + "Infinity"), ("monthly_charges", RAW + "-Infinity"),
+               ("tenure", RAW + "NaN"), ("tenure", 9223372036854775808), ("tenure", 10**400),
+               ("tenure", "NaN"), ("tenure", 1e20), ("total_charges", True),
+               ("total_charges", 10**40), ("contract", "x" * 10_000),
+               ("payment_method", "Electronic check\x00"), ("email", RAW + "NaN"),
+               ("contract", "Two year\u0085")]
+    records += [{**base, name: value} for name, value in hostile]
+    lines = [json.dumps(r) for r in records]
+    for i, (name, value) in enumerate(hostile, len(records) - len(hostile)):
+        if isinstance(value, str) and value.startswith(RAW):
+            lines[i] = lines[i].replace(json.dumps(value), value[len(RAW):])
     api_verdicts = []
-    for record in records:
-        response = httpx.post(f"{api.url}/predict", content=json.dumps(record), headers=JSON)
+    for line in lines:
+        response = httpx.post(f"{api.url}/predict", content=line, headers=JSON)
         assert response.status_code in (200, 422), response.text
         api_verdicts.append(response.json()["prediction"] if response.status_code == 200 else
                             sorted(e["msg"] for e in response.json()["detail"]))
     batch_in = tmp_path / "in.jsonl"
-    batch_in.write_text("".join(json.dumps(r) + "\n" for r in records))
+    batch_in.write_text("".join(line + "\n" for line in lines))
     run([sys.executable, "-m", "lifecycle.serving", "predict", "--bundle",
          str(reproduced / "models/bundle"), "--input", str(batch_in), "--output",
          str(tmp_path / "out.jsonl")], reproduced)
@@ -127,6 +144,9 @@ def test_real_time_and_batch_accept_and_refuse_the_same_records_for_the_same_rea
     assert isinstance(api_verdicts[0], str)  # as the source has it: scored
     assert isinstance(api_verdicts[7], str)  # a number sent as text is read as one
     assert api_verdicts[6] == ["wrong_type:tenure"]  # a boolean is not
+    for (name, _), verdict in zip(hostile, api_verdicts[-len(hostile):], strict=True):
+        assert isinstance(verdict, list) and any(r.endswith(f":{name}") for r in verdict), \
+            (name, verdict)  # each refused, naming its field
     # personal data and metadata are carried, never features, and stored masked
     answer = httpx.post(f"{api.url}/predict", json=base).json()
     logged = orjson.loads(registry_rows(api.registry).set_index("request_id")

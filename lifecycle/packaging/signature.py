@@ -3,12 +3,16 @@ signature (the fields the API accepts, with an example request)."""
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from lifecycle import features
 from lifecycle.contract import Contract
 from lifecycle.errors import StageError
 from lifecycle.packaging.rows import plain_value
+
+AS_OF = "as_of"  # the name rules use for validate's moment (lifecycle/quality.py)
 
 
 def model_inputs(contract: Contract, derived: dict[str, str]) -> list[dict]:
@@ -33,9 +37,16 @@ def class_labels(contract: Contract, task: str, model) -> list[str] | None:
     return [str(c) for c in model.classes_]
 
 
+def reads_as_of(check: str) -> bool:
+    """Whether a rule compares with `as_of`, validate's moment: a request has no such moment
+    (the day it arrives would decide its verdict), so serving leaves such rules to validate."""
+    return AS_OF in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", check)
+
+
 def signature(contract: Contract, unknown_category: str, example: dict | None = None) -> dict:
     """Input fields the API accepts: the id (for logging and sticky routing, never a feature)
-    and the feature columns, with their declared type, nullability, categories and range."""
+    and the feature columns, with their declared type, nullability, categories and range; the
+    contract's rules that read only those fields and not `as_of`."""
     fields = []
     for name in [contract.id, *contract.feature_columns]:
         spec = contract.columns[name]
@@ -50,7 +61,7 @@ def signature(contract: Contract, unknown_category: str, example: dict | None = 
         fields.append(entry)
     names = {f["name"] for f in fields}
     rules = [{"name": r.name, "check": r.check} for r in contract.rules
-             if set(contract.rule_columns(r)) <= names]
+             if set(contract.rule_columns(r)) <= names and not reads_as_of(r.check)]
     out = {"id": contract.id, "fields": fields, "rules": rules,
            "unknown_category": unknown_category}
     if example is not None:

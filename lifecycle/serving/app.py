@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from lifecycle.errors import StageError
 from lifecycle.serving.core import PredictionService, Variant, load_variants
 from lifecycle.serving.deploy import Deployment
+from lifecycle.serving.inputs import loads
 from lifecycle.serving.metrics import MetricsMiddleware, ServingMetrics
 from lifecycle.serving.registry import Registry, RegistryError
 from lifecycle.serving.schema import MAX_RECORDS, RecordParser, RequestInvalid, record_model
@@ -123,9 +124,14 @@ def create_app(deployment: Deployment, variants: dict[str, Variant], registry: R
         if not is_json(request.headers.get("content-type")):
             state.reject_reason = "not_json"
             return error(415, f"send the records as {JSON}")
+        body = await request.body()
         try:
-            records, many = parser.parse(orjson.loads(await request.body()))
-        except orjson.JSONDecodeError as exc:
+            try:
+                document = orjson.loads(body)
+            except orjson.JSONDecodeError:  # NaN, 1e400, a lone surrogate: read as batch does
+                document = loads(body.decode())  # UTF-8 only, as orjson
+            records, many = parser.parse(document)
+        except (ValueError, RecursionError) as exc:  # not JSON for either reader (too deep)
             state.reject_reason = "invalid_json"
             return error(422, [{"loc": ["body"], "type": "json_invalid",
                                 "msg": f"invalid JSON: {exc}"}])

@@ -52,29 +52,41 @@ def read_chunks(path: str | Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
 
 
 def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """JSON Lines, each line read by Python's json as the API reads a body (any integer, no
-    type guessing across lines), so both paths judge the same values; a line that is not a
-    JSON object is one error naming its line."""
-    import json
+    """JSON Lines, each line read by `inputs.loads` as the API reads a body (any integer, no
+    type guessing across lines, NaN and Infinity kept apart), so both paths judge the same
+    values; a line that is not a JSON object is one error naming its line."""
+    from lifecycle.serving.inputs import NotJson, loads
 
-    rows = []
+    rows, marked = [], set()
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-            except ValueError as exc:
+                row = loads(line)
+            except (ValueError, RecursionError) as exc:  # not JSON, or nested too deep
                 raise StageError(f"{path}:{number}: not JSON ({exc})") from None
             if not isinstance(row, dict):
                 raise StageError(f"{path}:{number}: a line must be a JSON object, not "
                                  f"{type(row).__name__}")
+            if "NaN" in line or "Infinity" in line:  # rare: which columns hold a NotJson?
+                marked.update(k for k, v in row.items() if type(v) is NotJson)
             rows.append(row)
             if len(rows) == chunk_rows:
-                yield pd.DataFrame.from_records(rows)
-                rows = []
+                yield _frame(rows, marked)
+                rows, marked = [], set()
     if rows:
-        yield pd.DataFrame.from_records(rows)
+        yield _frame(rows, marked)
+
+
+def _frame(rows: list[dict], marked: set[str]) -> pd.DataFrame:
+    """The rows as a frame; a column holding a NotJson stays Python objects (a text column
+    would otherwise turn it into the plain text "NaN" and the input check could not see it)."""
+    frame = pd.DataFrame.from_records(rows)
+    for name in marked:
+        frame[name] = pd.Series([row.get(name) for row in rows], index=frame.index,
+                                dtype=object)
+    return frame
 
 
 def count_rows(path: str | Path) -> int | None:

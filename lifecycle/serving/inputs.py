@@ -15,6 +15,7 @@ reasons (`too_long:<field>`, `control_characters:<field>`, `wrong_type:<field>`,
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 
 import numpy as np
@@ -39,6 +40,41 @@ def max_length(field: dict) -> int:
     kind = field.get("type", "string")
     longest = max((len(str(a)) for a in field.get("allowed") or []), default=0)
     return max(MAX_LENGTH.get(kind, 1000), longest)
+
+
+class NotJson(str):
+    """A literal JSON has not got (NaN, Infinity, -Infinity) as written: Python's json would
+    read it as a float nan, which a float column takes for missing. Kept apart (equal to no
+    text), it is refused as `wrong_type:<field>` on every path, and written to rejects as is."""
+
+    __slots__ = ()
+
+    def __eq__(self, other) -> bool:
+        return type(other) is NotJson and str.__eq__(self, other)
+
+    def __ne__(self, other) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash((NotJson, str(self)))
+
+
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def loads(document: str):
+    """A JSON document as the API (when orjson refuses it) and batch files read it: any
+    integer, a number beyond float64 (1e400) as inf (then `wrong_type`, as the data path
+    reads it), NaN and Infinity as `NotJson`; anything else not JSON (a lone surrogate
+    escape too, as orjson says) raises ValueError."""
+    value = json.loads(document, parse_constant=NotJson)
+    if "\\u" in document and _SURROGATE.search(document):  # rare: are they all paired?
+        try:
+            json.dumps(value, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise ValueError("a lone surrogate escape (\\ud800-\\udfff) is no character") \
+                from None
+    return value
 
 
 class InputCheck:
@@ -95,6 +131,8 @@ class InputCheck:
         kind = type(value)
         if value is None or kind is int or kind is float:
             return None
+        if kind is NotJson:
+            return f"wrong_type:{name}"
         if kind is str:
             if len(value) > self.limits[name]:
                 return f"too_long:{name}"
