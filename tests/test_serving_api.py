@@ -120,7 +120,7 @@ def test_real_time_and_batch_accept_and_refuse_the_same_records_for_the_same_rea
                ("contract", "Two year\u0085")]
     records += [{**base, name: value} for name, value in hostile]
     lines = [json.dumps(r) for r in records]
-    for i, (name, value) in enumerate(hostile, len(records) - len(hostile)):
+    for i, (_, value) in enumerate(hostile, len(records) - len(hostile)):
         if isinstance(value, str) and value.startswith(RAW):
             lines[i] = lines[i].replace(json.dumps(value), value[len(RAW):])
     api_verdicts = []
