@@ -7,6 +7,7 @@ export PATH := $(BIN):$(PATH)
 .PHONY: run test lint install system-packages bench contract new clean push pull remote dag-check plots-template sweep compare report
 .PHONY: predict serve register registry-export bench-serving prometheus
 .PHONY: consume produce bench-events
+.PHONY: monitor simulate bench-monitoring
 
 run: install                          ## create the venv, install, and run the whole DAG
 	dvc repro
@@ -110,6 +111,23 @@ produce: install                      ## send a file's rows as request events: m
 
 bench-events: install                 ## events/s and latency over Redis Streams vs the HTTP API
 	python bench/events.py
+
+# Monitoring (README "Monitoring"): the registry judged window by window; the traffic simulator
+SHIFT          ?= none
+RATE           ?= 100
+FEEDBACK_DELAY ?= 0
+ROWS           ?= 1000
+URL            ?= http://127.0.0.1:$(PORT)
+monitor: install                      ## export the registry, judge its windows (monitoring/dvc.yaml); exit 1 on an alert
+	python -m lifecycle.serving export --registry '$(REGISTRY)' --output data/registry/predictions.parquet
+	dvc repro --single-item monitoring/dvc.yaml:monitor
+	python -m lifecycle.monitoring gate monitoring/out/results.json
+
+simulate: install                     ## replay held-out rows through the API: make simulate SHIFT=price RATE=100 FEEDBACK_DELAY=5
+	python -m lifecycle.monitoring.simulate --url '$(URL)' --shift $(SHIFT) --rate $(RATE) --feedback-delay $(FEEDBACK_DELAY) --rows $(ROWS)
+
+bench-monitoring: install             ## alarm rates per shift x check, label-free coverage, scale; Evidently side by side
+	python bench/monitoring_power.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -217,12 +217,18 @@ class ModelCardParams(Section):
     sensitive_features: list[str]  # feature columns that describe protected groups
 
 
+class ReferenceSampleParams(Section):
+    rows: int = Field(ge=100)  # training rows the bundle carries for monitoring (seeded sample)
+    seed: int
+
+
 class PackageParams(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # the ONNX graph and card title
     onnx_opset: int = Field(ge=13, le=21)  # highest ai.onnx opset the export may use
     tolerance: float = Field(gt=0, le=0.01)  # ONNX vs sklearn: largest probability difference
     reference_bins: int = Field(ge=2, le=100)  # quantile bins per number (10 = deciles)
     unknown_category: Literal["accept", "reject"]
+    reference_sample: ReferenceSampleParams
     card: ModelCardParams
     check_rows: int | None = Field(default=None, gt=0)  # validation rows checked; null = all
     reference_rows: int | None = Field(default=None, gt=0)  # train rows profiled; null = all
@@ -270,6 +276,82 @@ class AlertsParams(Section):
         if repeated:
             raise ValueError(f"rule names repeat: {repeated}")
         return self
+
+
+# --- monitor (monitoring/dvc.yaml; lifecycle/monitoring) ----------------------------------
+class WindowParams(Section):
+    by: Literal["count", "time"]  # count: every `size` answers; time: every `every` period
+    size: int = Field(gt=0)  # answers per window (by: count)
+    every: str = Field(pattern=r"^[1-9][0-9]*(min|h|D)$")  # period (by: time): 30min, 1h, 1D
+
+
+class EffectFloor(Section):
+    number: float = Field(ge=0)  # Wasserstein distance / reference std
+    category: float = Field(ge=0, le=1)  # Jensen-Shannon distance
+
+
+class DataDriftParams(Section):
+    min_rows: int = Field(ge=2)  # smaller windows are "insufficient"
+    alpha: float = Field(gt=0, lt=1)  # false discovery rate across columns (Benjamini-Hochberg)
+    small_reference: int = Field(ge=0)  # up to this many reference rows: a test; above: a distance
+    effect_floor: EffectFloor
+
+
+class MultivariateDriftParams(Section):
+    min_rows: int = Field(ge=20)
+    alpha: float = Field(gt=0, lt=1)
+    auc_floor: float = Field(ge=0.5, le=1)  # the domain classifier's AUC must reach this too
+    sample: int = Field(ge=20)  # rows drawn from the reference and from the window (each)
+    folds: int = Field(ge=2, le=10)
+    null_draws: int = Field(ge=5)  # permutations behind the null distribution (once per run)
+    seed: int
+
+
+class PredictionDriftParams(Section):
+    min_rows: int = Field(ge=2)
+    alpha: float = Field(gt=0, lt=1)
+    effect_floor: float = Field(ge=0)  # Wasserstein distance / validation scores' std
+
+
+class DataQualityParams(Section):
+    min_rows: int = Field(ge=1)
+    alpha: float = Field(gt=0, lt=1)
+    rate_floor: float = Field(ge=0, le=1)  # a rate must rise at least this much over training
+
+
+class PerformanceParams(Section):
+    min_rows: int = Field(ge=2)  # rows WITH feedback
+    resamples: int = Field(ge=50)  # bootstrap
+    confidence: float = Field(gt=0, lt=1)
+    drop_floor: float = Field(ge=0)  # below the test score by at least this
+    seed: int
+
+
+class PerformanceEstimateParams(Section):
+    min_rows: int = Field(ge=2)
+    drop_floor: float = Field(ge=0)
+
+
+class ConceptDriftParams(Section):
+    min_rows: int = Field(ge=2)  # rows with feedback
+    alpha: float = Field(gt=0, lt=1)
+    gap_floor: float = Field(ge=0)  # estimate minus realized, at least this
+    resamples: int = Field(ge=50)
+    confidence: float = Field(gt=0, lt=1)
+    adwin_delta: float = Field(gt=0, lt=1)  # ADWIN's confidence: smaller, fewer false changes
+    seed: int
+
+
+class MonitorParams(Section):
+    window: WindowParams
+    data_drift: DataDriftParams
+    multivariate_drift: MultivariateDriftParams
+    prediction_drift: PredictionDriftParams
+    data_quality: DataQualityParams
+    performance: PerformanceParams
+    performance_estimate: PerformanceEstimateParams
+    concept_drift: ConceptDriftParams
+    alerts: AlertsParams
 
 
 # --- report (no stage: `make report` and `make compare` read it; see docs/experiments.md) ------
@@ -330,6 +412,7 @@ SECTIONS: dict[str, type[Section]] = {
     "evaluate": EvaluateParams,
     "explain": ExplainParams,
     "package": PackageParams,
+    "monitor": MonitorParams,
     "report": ReportParams,
 }
 

@@ -61,7 +61,7 @@ def main() -> str:
         validation=validation, scores=scores, split_summary=io.read_json(args.split),
         lineage_info=provenance, card=p.card.model_dump(), opset=p.onnx_opset,
         tolerance=p.tolerance, unknown_category=p.unknown_category,
-        bins=p.reference_bins)
+        bins=p.reference_bins, reference_sample=p.reference_sample.model_dump())
     manifest = store.write_bundle(args.bundle, files, provenance)
 
     bundle = runtime.load_bundle(args.bundle)

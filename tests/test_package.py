@@ -407,7 +407,8 @@ def _small_bundle(tmp_path: Path, task: str, family: str, contract: Contract,
         derived=fp.derived, threshold=0.3 if task == "binary" else None, train=train,
         validation=validation, scores={}, split_summary={}, lineage_info={},
         card=pp.card.model_dump(), opset=pp.onnx_opset,
-        tolerance=pp.tolerance, unknown_category="accept", bins=5)
+        tolerance=pp.tolerance, unknown_category="accept", bins=5,
+        reference_sample=pp.reference_sample.model_dump())
     store.write_bundle(tmp_path / task / family, files, {})
     return load_bundle(tmp_path / task / family)
 

@@ -1,5 +1,8 @@
-"""Monitoring: judge windows of the inference registry against the bundle, alert, show.
+"""Monitoring: windows of the inference registry judged against the bundle that served them.
 
-The result format (windows of CheckResults, and Alerts) is shared by the checks, the alerts
-(`alerts`) and the dashboard (`dashboard`); see docs/monitoring.md.
+One concern per module: `source` (the registry export), `windows` (cutting it), `reference`
+(what the bundle carries for monitoring), `checks` (the registry of checks: `drift`,
+`multivariate`, `quality`, `performance`), `result` (the CheckResult format), `run` (a
+monitoring run: windows x checks, metrics, plots), `simulate` (the traffic simulator); `alerts`
+and `dashboard` turn results into alerts and a page (docs/monitoring.md: the result format).
 """

@@ -15,6 +15,7 @@ import yaml
 from lifecycle import features, models, persistence
 from lifecycle.contract import Contract, load_contract
 from lifecycle.errors import StageError
+from lifecycle.monitoring import reference as monitoring_reference
 from lifecycle.packaging.card import model_card
 from lifecycle.packaging.onnx_export import export, opsets
 from lifecycle.packaging.reference import reference_stats
@@ -26,10 +27,12 @@ def build_files(*, name: str, task: str, contract_text: bytes, featurizer, model
                 derived: dict[str, str], threshold: float | None, train: pd.DataFrame,
                 validation: pd.DataFrame, scores: dict, split_summary: dict,
                 lineage_info: dict, card: dict, opset: int, tolerance: float,
-                unknown_category: str, bins: int, family: str | None = None) -> dict[str, bytes]:
+                unknown_category: str, bins: int, family: str | None = None,
+                reference_sample: dict | None = None) -> dict[str, bytes]:
     """Every bundle file but the manifest, as bytes (deterministic for identical inputs).
     `family`: train.model (default: the lineage's), whose registry entry says how the model
-    reaches ONNX; without a converter the bundle has no model.onnx and serves model.skops."""
+    reaches ONNX; without a converter the bundle has no model.onnx and serves model.skops.
+    `reference_sample`: rows and seed of the monitoring reference (lifecycle/monitoring)."""
     from sklearn.pipeline import Pipeline
 
     contract = Contract.model_validate(yaml.safe_load(contract_text))
@@ -85,6 +88,10 @@ def build_files(*, name: str, task: str, contract_text: bytes, featurizer, model
         "signature.json": canonical_json(sig),
         "reference_stats.json": canonical_json(stats),
         "model_card.md": card_text.encode(),
+        **monitoring_reference.bundle_files(train=train, validation=validation,
+                                            predicted=predicted, contract=contract, task=task,
+                                            scores=scores,
+                                            **(reference_sample or {"rows": 5000, "seed": 42})),
     }
     if onnx_model:
         files["model.onnx"] = onnx_model

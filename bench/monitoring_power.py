@@ -1,0 +1,320 @@
+"""Monitoring statistics, measured: alarm rates per shift x check, label-free coverage, scale.
+
+    python bench/monitoring_power.py [--windows 50] [--size 1000] [--scale-rows 1000000]
+
+Needs the reproduced project (`make run`: models/bundle, data/processed/test.parquet).
+
+1. Power and false alarms: for each shift of the traffic simulator (lifecycle/monitoring/
+   simulate.py: none, and the medium shifts it defines), `--windows` seeded windows of `--size`
+   requests, drawn from the held-out test rows and scored by the bundle in-process (the same
+   `draw` as `make simulate`, the same bundle as the API), judged by every check with the
+   params.yaml settings. A cell is the share of windows whose check says drift (dataset level).
+2. Label-free estimates: on unshifted and covariate-shifted windows, the share of windows whose
+   CBPE estimate (ROC AUC, accuracy) falls inside the realized 95% bootstrap interval.
+3. Evidently's `DataDriftPreset` (0.7.23, in its own venv bench/.venv-evidently, created here:
+   it does not import with pandas 3) on the very same windows and reference rows: its dataset
+   drift (>= 50% of columns drift, its default) and "any column drifts".
+4. Scale: `--scale-rows` recorded predictions (a registry export), our monitoring run (every
+   check, windows of 100,000) vs DataDriftPreset on the same rows, each in its own process:
+   wall time and peak RSS.
+
+Outputs under bench/results/ (gitignored): monitoring_power.json and monitoring_power.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "bench" / "results"
+EVIDENTLY_VENV = ROOT / "bench" / ".venv-evidently"
+EVIDENTLY_VERSION = "0.7.23"
+CHECK_COLUMNS = ["data_drift", "multivariate_drift", "prediction_drift", "data_quality",
+                 "performance", "performance_estimate", "concept_drift"]
+OWN_CHECK = {"none": None, "contract_mix": "data_drift", "price": "data_drift",
+             "prior": "prediction_drift", "concept": "concept_drift", "quality": "data_quality"}
+
+
+def setup():
+    from lifecycle import params
+    from lifecycle.contract import load_contract
+    from lifecycle.monitoring import reference
+    from lifecycle.packaging.runtime import load_bundle
+
+    bundle = load_bundle(ROOT / "models" / "bundle")
+    ref = reference.load(ROOT / "models" / "bundle")
+    contract = load_contract(ROOT / "contract.yaml")
+    import pandas as pd
+
+    pool = pd.read_parquet(ROOT / "data" / "processed" / "test.parquet")
+    p = params.load("monitor", ROOT / "params.yaml")
+    return bundle, ref, contract, pool, p
+
+
+def labels(contract):
+    target, positive = contract.target.column, str(contract.target.positive)
+    negative = next(str(v) for v in contract.columns[target].allowed if str(v) != positive)
+    return target, positive, negative
+
+
+def power(windows: int, size: int, seed: int) -> tuple[dict, dict]:
+    """Alarm rates and coverage; writes the windows' inputs for Evidently."""
+    import pandas as pd
+
+    from lifecycle.monitoring import run, simulate
+    from lifecycle.monitoring.windows import Window
+
+    bundle, ref, contract, pool, p = setup()
+    target, positive, negative = labels(contract)
+    fields = [contract.id, *contract.feature_columns]
+    features = list(ref.kinds)
+    rates, coverage, seconds = {}, {}, {}
+    inputs = RESULTS / "evidently_in"
+    inputs.mkdir(parents=True, exist_ok=True)
+    ref.features.to_parquet(inputs / "reference.parquet")
+    for k, shift in enumerate(simulate.SHIFTS):
+        verdicts, inside, frames = [], {"roc_auc": [], "accuracy": []}, []
+        start = time.perf_counter()
+        for i in range(windows):
+            rows = simulate.draw(pool, shift, size, seed + 1000 * k + i, target, positive,
+                                 negative)
+            scored = simulate.score_window(bundle, rows, target, fields)
+            window = Window(i, None, None, scored, bundle.version)
+            judged = run.judge([window], ref, p)[0]["checks"]
+            v = {c: run.check_verdict(judged, c) for c in CHECK_COLUMNS}
+            for r in judged:
+                if r["check"] == "concept_drift":
+                    v[f"concept_drift.{r['target']}"] = r["verdict"]
+            v["any"] = "drift" if "drift" in {v[c] for c in CHECK_COLUMNS} else "ok"
+            verdicts.append(v)
+            real = {r["target"]: r for r in judged if r["check"] == "performance"}
+            est = {r["target"]: r for r in judged if r["check"] == "performance_estimate"}
+            for m in inside:
+                if m in real and m in est and real[m]["low"] is not None:
+                    inside[m].append(real[m]["low"] <= est[m]["value"] <= real[m]["high"])
+            frames.append(scored[features].assign(window=i))
+        seconds[shift] = time.perf_counter() - start
+        pd.concat(frames, ignore_index=True).to_parquet(inputs / f"{shift}.parquet")
+        keys = verdicts[0].keys()
+        rates[shift] = {c: sum(v[c] == "drift" for v in verdicts) / len(verdicts) for c in keys}
+        coverage[shift] = {m: (sum(x) / len(x) if x else None) for m, x in inside.items()}
+        print(f"{shift}: {windows} windows in {seconds[shift]:.0f} s: "
+              + ", ".join(f"{c} {r:.2f}" for c, r in rates[shift].items()), flush=True)
+    return rates, {"coverage": coverage, "seconds": seconds}
+
+
+# --- Evidently, in its own venv ---------------------------------------------------------
+EVIDENTLY_SCRIPT = r'''
+import json, resource, sys, time
+import pandas as pd
+from evidently import Dataset, DataDefinition, Report
+from evidently.presets import DataDriftPreset
+
+mode, reference_path, current_path, kinds_json = sys.argv[1:5]
+kinds = json.loads(kinds_json)
+definition = DataDefinition(
+    numerical_columns=[c for c, k in kinds.items() if k == "number"],
+    categorical_columns=[c for c, k in kinds.items() if k == "category"])
+reference = pd.read_parquet(reference_path)[list(kinds)]
+
+def judge(current):
+    snapshot = Report([DataDriftPreset()]).run(
+        current_data=Dataset.from_pandas(current[list(kinds)], data_definition=definition),
+        reference_data=Dataset.from_pandas(reference, data_definition=definition))
+    for metric in snapshot.dict()["metrics"]:
+        if metric["metric_name"].startswith("DriftedColumnsCount"):
+            return metric["value"]["count"], metric["value"]["share"]
+    raise SystemExit("no DriftedColumnsCount in the report")
+
+start = time.perf_counter()
+if mode == "windows":
+    frame = pd.read_parquet(current_path)
+    out = [judge(part) for _, part in frame.groupby("window", sort=True)]
+else:
+    out = [judge(pd.read_parquet(current_path))]
+seconds = time.perf_counter() - start
+print(json.dumps({"windows": out, "seconds": seconds,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+'''
+
+
+def evidently_python() -> Path:
+    python = EVIDENTLY_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(EVIDENTLY_VENV)], check=True)
+    check = subprocess.run([str(python), "-c", "import evidently; print(evidently.__version__)"],
+                           capture_output=True, text=True)
+    if check.stdout.strip() != EVIDENTLY_VERSION:
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet",
+                        f"evidently=={EVIDENTLY_VERSION}", "pandas<3", "pyarrow"], check=True)
+    return python
+
+
+def evidently(mode: str, current: Path, kinds: dict) -> dict:
+    script = RESULTS / "evidently_run.py"
+    script.write_text(EVIDENTLY_SCRIPT)
+    proc = subprocess.run([str(evidently_python()), str(script), mode,
+                           str(RESULTS / "evidently_in" / "reference.parquet"), str(current),
+                           json.dumps(kinds)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if proc.returncode:
+        raise SystemExit(f"evidently failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def evidently_rates(kinds: dict) -> dict:
+    from lifecycle.monitoring import simulate
+
+    out = {}
+    for shift in simulate.SHIFTS:
+        got = evidently("windows", RESULTS / "evidently_in" / f"{shift}.parquet", kinds)
+        windows = got["windows"]
+        out[shift] = {"dataset_drift": sum(share >= 0.5 for _, share in windows) / len(windows),
+                      "any_column": sum(count >= 1 for count, _ in windows) / len(windows),
+                      "seconds": got["seconds"]}
+        print(f"evidently {shift}: {out[shift]}", flush=True)
+    return out
+
+
+# --- scale ------------------------------------------------------------------------------
+def make_export(rows: int, path: Path, seed: int) -> None:
+    """A registry export of `rows` answers (held-out rows, unshifted, with outcomes)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lifecycle.monitoring import simulate
+
+    bundle, ref, contract, pool, _ = setup()
+    target, positive, negative = labels(contract)
+    fields = [contract.id, *contract.feature_columns]
+    writer = None
+    chunk = 100_000
+    for start in range(0, rows, chunk):
+        drawn = simulate.draw(pool, "price" if start >= rows // 2 else "none",
+                              min(chunk, rows - start), seed + start, target, positive,
+                              negative)
+        scored = simulate.score_window(bundle, drawn, target, fields, start=float(start))
+        out = {f"input.{c}": scored[c] for c in ref.kinds}
+        out.update(request_id=[f"r{start + i:09d}" for i in range(len(scored))],
+                   role="served", created_at=scored["created_at"] + np.timedelta64(start, "s"),
+                   model_version=scored["model_version"], prediction=scored["prediction"],
+                   probability=scored["score"], outcome=scored["outcome"])
+        import pandas as pd
+
+        table = pa.Table.from_pandas(pd.DataFrame(out), preserve_index=False)
+        writer = writer or pq.ParquetWriter(path, table.schema, compression="zstd")
+        writer.write_table(table)
+    writer.close()
+
+
+def ours_on(path: str, window: int) -> None:
+    """Our monitoring run on an export (run in its own process by `scale`)."""
+    import resource
+
+    from lifecycle.monitoring import reference, run, source, windows
+
+    start = time.perf_counter()
+    _, _, _, _, p = setup()
+    p = p.model_copy(update={"window": p.window.model_copy(update={"size": window})})
+    ref = reference.load(ROOT / "models" / "bundle")
+    rows = source.read(path, list(ref.kinds))
+    judged = run.judge(windows.cut(rows, "count", window, "1D", ref.version), ref, p)
+    seconds = time.perf_counter() - start
+    drift = {c: sum(run.check_verdict(w["checks"], c) == "drift" for w in judged)
+             for c in CHECK_COLUMNS}
+    print(json.dumps({"seconds": seconds, "windows": len(judged), "drift_windows": drift,
+                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def scale(rows: int, window: int, seed: int, kinds: dict) -> dict:
+    path = RESULTS / f"registry_{rows}.parquet"
+    if not path.exists():
+        make_export(rows, path, seed)
+    proc = subprocess.run([sys.executable, __file__, "--ours-on", str(path), "--size",
+                           str(window)], capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode:
+        raise SystemExit(f"our run failed:\n{proc.stderr[-3000:]}")
+    ours = json.loads(proc.stdout.strip().splitlines()[-1])
+    # Evidently reads the same rows, as plain columns
+    import pandas as pd
+
+    current = RESULTS / f"evidently_current_{rows}.parquet"
+    if not current.exists():
+        frame = pd.read_parquet(path, columns=[f"input.{c}" for c in kinds])
+        frame.columns = list(kinds)
+        frame.to_parquet(current)
+    theirs = evidently("one", current, kinds)
+    return {"rows": rows, "ours": ours, "evidently": theirs,
+            "speedup": theirs["seconds"] / ours["seconds"]}
+
+
+# --- report -----------------------------------------------------------------------------
+def markdown(rates: dict, extra: dict, ev: dict | None, sc: dict | None, windows: int,
+             size: int) -> str:
+    cols = [*CHECK_COLUMNS, "concept_drift.error_stream", "any"]
+    head = ["shift", *cols] + (["Evidently dataset", "Evidently any column"] if ev else [])
+    lines = [f"Alarm rate per window ({windows} windows x {size} requests per cell; "
+             "dataset-level verdict of each check)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for shift, r in rates.items():
+        own = OWN_CHECK[shift]
+        cells = [(f"**{r.get(c, 0):.2f}**" if c == own else f"{r.get(c, 0):.2f}") for c in cols]
+        if ev:
+            cells += [f"{ev[shift]['dataset_drift']:.2f}", f"{ev[shift]['any_column']:.2f}"]
+        lines.append(f"| {shift} | " + " | ".join(cells) + " |")
+    lines += ["", "Label-free estimate (CBPE) inside the realized 95% bootstrap interval:", "",
+              "| shift | ROC AUC | accuracy |", "|---|---|---|"]
+    for shift, c in extra["coverage"].items():
+        fmt = [("-" if c[m] is None else f"{c[m]:.2f}") for m in ("roc_auc", "accuracy")]
+        lines.append(f"| {shift} | {fmt[0]} | {fmt[1]} |")
+    if sc:
+        o, e = sc["ours"], sc["evidently"]
+        lines += ["", f"Scale: {sc['rows']:,} recorded predictions", "",
+                  "| | seconds | peak RSS (MB) |", "|---|---|---|",
+                  f"| ours (every check, {o['windows']} windows) | {o['seconds']:.1f} | "
+                  f"{o['peak_mb']:.0f} |",
+                  f"| Evidently DataDriftPreset (one report) | {e['seconds']:.1f} | "
+                  f"{e['peak_mb']:.0f} |", "", f"Speed-up: {sc['speedup']:.1f}x"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--windows", type=int, default=50)
+    parser.add_argument("--size", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=20260)
+    parser.add_argument("--scale-rows", type=int, default=1_000_000)
+    parser.add_argument("--scale-window", type=int, default=100_000)
+    parser.add_argument("--no-evidently", action="store_true")
+    parser.add_argument("--no-scale", action="store_true")
+    parser.add_argument("--ours-on", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    if args.ours_on:
+        return ours_on(args.ours_on, args.size)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    rates, extra = power(args.windows, args.size, args.seed)
+    from lifecycle.monitoring import reference
+
+    kinds = reference.load(ROOT / "models" / "bundle").kinds
+    ev = None if args.no_evidently else evidently_rates(kinds)
+    sc = None if args.no_scale else scale(args.scale_rows, args.scale_window, args.seed, kinds)
+    out = {"windows": args.windows, "size": args.size, "seed": args.seed, "rates": rates,
+           **extra, "evidently": ev, "scale": sc}
+    (RESULTS / "monitoring_power.json").write_text(json.dumps(out, indent=2))
+    text = markdown(rates, extra, ev, sc, args.windows, args.size)
+    (RESULTS / "monitoring_power.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
