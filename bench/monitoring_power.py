@@ -123,11 +123,20 @@ kinds = json.loads(kinds_json)
 definition = DataDefinition(
     numerical_columns=[c for c, k in kinds.items() if k == "number"],
     categorical_columns=[c for c, k in kinds.items() if k == "category"])
-reference = pd.read_parquet(reference_path)[list(kinds)]
+
+def plain(frame):
+    """Numbers as float64, categories as text: what Evidently expects of each kind."""
+    out = frame[list(kinds)].copy()
+    for c, k in kinds.items():
+        out[c] = (pd.to_numeric(out[c], errors="coerce").astype("float64") if k == "number"
+                  else out[c].astype(object).where(out[c].notna(), None))
+    return out
+
+reference = plain(pd.read_parquet(reference_path))
 
 def judge(current):
     snapshot = Report([DataDriftPreset()]).run(
-        current_data=Dataset.from_pandas(current[list(kinds)], data_definition=definition),
+        current_data=Dataset.from_pandas(plain(current), data_definition=definition),
         reference_data=Dataset.from_pandas(reference, data_definition=definition))
     for metric in snapshot.dict()["metrics"]:
         if metric["metric_name"].startswith("DriftedColumnsCount"):
@@ -154,7 +163,8 @@ def evidently_python() -> Path:
                            capture_output=True, text=True)
     if check.stdout.strip() != EVIDENTLY_VERSION:
         subprocess.run([str(python), "-m", "pip", "install", "--quiet",
-                        f"evidently=={EVIDENTLY_VERSION}", "pandas<3", "pyarrow"], check=True)
+                        f"evidently=={EVIDENTLY_VERSION}", "pandas<3", "numpy<2.3", "pyarrow"],
+                       check=True)
     return python
 
 
