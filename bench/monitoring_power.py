@@ -118,7 +118,7 @@ import pandas as pd
 from evidently import Dataset, DataDefinition, Report
 from evidently.presets import DataDriftPreset
 
-mode, reference_path, current_path, kinds_json = sys.argv[1:5]
+mode, reference_path, current_path, kinds_json, limit = sys.argv[1:6]
 kinds = json.loads(kinds_json)
 definition = DataDefinition(
     numerical_columns=[c for c, k in kinds.items() if k == "number"],
@@ -146,7 +146,7 @@ def judge(current):
 start = time.perf_counter()
 if mode == "windows":
     frame = pd.read_parquet(current_path)
-    out = [judge(part) for _, part in frame.groupby("window", sort=True)]
+    out = [judge(part) for w, part in frame.groupby("window", sort=True) if w < int(limit)]
 else:
     out = [judge(pd.read_parquet(current_path))]
 seconds = time.perf_counter() - start
@@ -168,26 +168,33 @@ def evidently_python() -> Path:
     return python
 
 
-def evidently(mode: str, current: Path, kinds: dict) -> dict:
+def evidently(mode: str, current: Path, kinds: dict, limit: int = 0) -> dict:
     script = RESULTS / "evidently_run.py"
     script.write_text(EVIDENTLY_SCRIPT)
     proc = subprocess.run([str(evidently_python()), str(script), mode,
                            str(RESULTS / "evidently_in" / "reference.parquet"), str(current),
-                           json.dumps(kinds)], capture_output=True, text=True,
+                           json.dumps(kinds), str(limit)], capture_output=True, text=True,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if proc.returncode:
         raise SystemExit(f"evidently failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def evidently_rates(kinds: dict) -> dict:
+def evidently_rates(kinds: dict, limit: int) -> dict:
+    """DataDriftPreset on the first `limit` windows of each shift (waits for `power` to write
+    them when both run at once)."""
     from lifecycle.monitoring import simulate
 
     out = {}
     for shift in simulate.SHIFTS:
-        got = evidently("windows", RESULTS / "evidently_in" / f"{shift}.parquet", kinds)
+        path = RESULTS / "evidently_in" / f"{shift}.parquet"
+        while not path.exists():
+            time.sleep(5)
+        time.sleep(5)
+        got = evidently("windows", path, kinds, limit)
         windows = got["windows"]
-        out[shift] = {"dataset_drift": sum(share >= 0.5 for _, share in windows) / len(windows),
+        out[shift] = {"windows": len(windows),
+                      "dataset_drift": sum(share >= 0.5 for _, share in windows) / len(windows),
                       "any_column": sum(count >= 1 for count, _ in windows) / len(windows),
                       "seconds": got["seconds"]}
         print(f"evidently {shift}: {out[shift]}", flush=True)
@@ -262,7 +269,7 @@ def scale(rows: int, window: int, seed: int, kinds: dict) -> dict:
         frame = pd.read_parquet(path, columns=[f"input.{c}" for c in kinds])
         frame.columns = list(kinds)
         frame.to_parquet(current)
-    theirs = evidently("one", current, kinds)
+    theirs = evidently("one", current, kinds, 1)
     return {"rows": rows, "ours": ours, "evidently": theirs,
             "speedup": theirs["seconds"] / ours["seconds"]}
 
@@ -271,7 +278,8 @@ def scale(rows: int, window: int, seed: int, kinds: dict) -> dict:
 def markdown(rates: dict, extra: dict, ev: dict | None, sc: dict | None, windows: int,
              size: int) -> str:
     cols = [*CHECK_COLUMNS, "concept_drift.error_stream", "any"]
-    head = ["shift", *cols] + (["Evidently dataset", "Evidently any column"] if ev else [])
+    head = ["shift", *cols] + ([f"Evidently dataset ({next(iter(ev.values()))['windows']} w)",
+                                "Evidently any column"] if ev else [])
     lines = [f"Alarm rate per window ({windows} windows x {size} requests per cell; "
              "dataset-level verdict of each check)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -304,26 +312,41 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20260)
     parser.add_argument("--scale-rows", type=int, default=1_000_000)
     parser.add_argument("--scale-window", type=int, default=100_000)
-    parser.add_argument("--no-evidently", action="store_true")
-    parser.add_argument("--no-scale", action="store_true")
+    parser.add_argument("--evidently-windows", type=int, default=50,
+                        help="windows per shift given to Evidently (its reports are slow)")
+    parser.add_argument("--parts", default="power,evidently,scale",
+                        help="what to run (each saves its JSON; the report merges them)")
     parser.add_argument("--ours-on", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.chdir(ROOT)
     if args.ours_on:
         return ours_on(args.ours_on, args.size)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    rates, extra = power(args.windows, args.size, args.seed)
+    parts = set(args.parts.split(","))
+
+    def save(name, obj):
+        (RESULTS / f"monitoring_{name}.json").write_text(json.dumps(obj, indent=2))
+
+    def saved(name):
+        path = RESULTS / f"monitoring_{name}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
     from lifecycle.monitoring import reference
 
     kinds = reference.load(ROOT / "models" / "bundle").kinds
-    ev = None if args.no_evidently else evidently_rates(kinds)
-    sc = None if args.no_scale else scale(args.scale_rows, args.scale_window, args.seed, kinds)
-    out = {"windows": args.windows, "size": args.size, "seed": args.seed, "rates": rates,
-           **extra, "evidently": ev, "scale": sc}
-    (RESULTS / "monitoring_power.json").write_text(json.dumps(out, indent=2))
-    text = markdown(rates, extra, ev, sc, args.windows, args.size)
-    (RESULTS / "monitoring_power.md").write_text(text)
-    print(text)
+    if "power" in parts:
+        rates, extra = power(args.windows, args.size, args.seed)
+        save("power", {"windows": args.windows, "size": args.size, "seed": args.seed,
+                       "rates": rates, **extra})
+    if "evidently" in parts:
+        save("evidently", evidently_rates(kinds, args.evidently_windows))
+    if "scale" in parts:
+        save("scale", scale(args.scale_rows, args.scale_window, args.seed, kinds))
+    got, ev, sc = saved("power"), saved("evidently"), saved("scale")
+    if got:
+        text = markdown(got["rates"], got, ev, sc, got["windows"], got["size"])
+        (RESULTS / "monitoring_power.md").write_text(text)
+        print(text)
 
 
 if __name__ == "__main__":

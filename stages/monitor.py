@@ -2,10 +2,11 @@
 (lifecycle/monitoring), in the monitoring pipeline (monitoring/dvc.yaml), not the training DAG.
 
 Reads a registry export (`make registry-export`) and the bundle (its monitoring reference is
-hash-checked with every other file); writes the per-window results with the alerts, the
-summary DVC tracks as metrics, the plot data, and the dashboard; posts each alert to the
-webhooks in params. It exits 0 when alerts fire (so DVC records the run);
-`make monitor` then exits non-zero through `python -m lifecycle.monitoring gate`.
+hash-checked with every other file). Writes the per-window results with the alerts, the summary
+DVC tracks as metrics, the plot data, the dashboard, and the run in Prometheus' text format
+(monitoring/out/monitoring.prom); posts each alert to the webhooks in params. It exits 0 when
+alerts fire (so DVC records the run); `make monitor` then fails through
+`python -m lifecycle.monitoring gate`.
 """
 
 from pathlib import Path
@@ -35,6 +36,8 @@ def main() -> str:
     Path(args.plots).mkdir(parents=True, exist_ok=True)
     io.write_json(run.timeline(judged), Path(args.plots) / "timeline.json")
     Path(args.dashboard).write_text(dashboard.render(results))
+    # for node_exporter's textfile collector (deploy/prometheus: MonitoringAlert, ...Stale)
+    (Path(args.results).parent / "monitoring.prom").write_bytes(alerts.exposition(results))
     failing = alerts.at_least(fired, p.alerts.fail_on)
     return (f"{len(judged)} windows of {counts['judged']} answers judged against bundle "
             f"{ref.version} ({counts['other_versions']} answers of other versions set aside); "
