@@ -65,12 +65,15 @@ def labels(contract):
     return target, positive, negative
 
 
-def power(windows: int, size: int, seed: int) -> tuple[dict, dict]:
+def power(windows: int, size: int, seed: int, shifts=None, only=None) -> tuple[dict, dict]:
     """Alarm rates and coverage; writes the windows' inputs for Evidently."""
     import pandas as pd
 
     from lifecycle.monitoring import run, simulate
+    from lifecycle.monitoring.checks import CHECKS
     from lifecycle.monitoring.windows import Window
+
+    checks = {c: f for c, f in CHECKS.items() if not only or c in only}
 
     bundle, ref, contract, pool, p = setup()
     target, positive, negative = labels(contract)
@@ -81,6 +84,8 @@ def power(windows: int, size: int, seed: int) -> tuple[dict, dict]:
     inputs.mkdir(parents=True, exist_ok=True)
     ref.features.to_parquet(inputs / "reference.parquet")
     for k, shift in enumerate(simulate.SHIFTS):
+        if shifts and shift not in shifts:
+            continue
         verdicts, inside, frames = [], {"roc_auc": [], "accuracy": []}, []
         start = time.perf_counter()
         for i in range(windows):
@@ -88,7 +93,7 @@ def power(windows: int, size: int, seed: int) -> tuple[dict, dict]:
                                  negative)
             scored = simulate.score_window(bundle, rows, target, fields)
             window = Window(i, None, None, scored, bundle.version)
-            judged = run.judge([window], ref, p)[0]["checks"]
+            judged = run.judge([window], ref, p, checks)[0]["checks"]
             v = {c: run.check_verdict(judged, c) for c in CHECK_COLUMNS}
             for r in judged:
                 if r["check"] == "concept_drift":
@@ -107,7 +112,8 @@ def power(windows: int, size: int, seed: int) -> tuple[dict, dict]:
         rates[shift] = {c: sum(v[c] == "drift" for v in verdicts) / len(verdicts) for c in keys}
         coverage[shift] = {m: (sum(x) / len(x) if x else None) for m, x in inside.items()}
         print(f"{shift}: {windows} windows in {seconds[shift]:.0f} s: "
-              + ", ".join(f"{c} {r:.2f}" for c, r in rates[shift].items()), flush=True)
+              + ", ".join(f"{c} {r:.2f}" for c, r in rates[shift].items())
+              + f"; CBPE inside the realized 95% CI: {coverage[shift]}", flush=True)
     return rates, {"coverage": coverage, "seconds": seconds}
 
 
@@ -314,6 +320,8 @@ def main() -> None:
     parser.add_argument("--scale-window", type=int, default=100_000)
     parser.add_argument("--evidently-windows", type=int, default=50,
                         help="windows per shift given to Evidently (its reports are slow)")
+    parser.add_argument("--shifts", help="comma-separated shifts (default: all)")
+    parser.add_argument("--checks", help="comma-separated checks (default: all)")
     parser.add_argument("--parts", default="power,evidently,scale",
                         help="what to run (each saves its JSON; the report merges them)")
     parser.add_argument("--ours-on", help=argparse.SUPPRESS)
@@ -335,9 +343,13 @@ def main() -> None:
 
     kinds = reference.load(ROOT / "models" / "bundle").kinds
     if "power" in parts:
-        rates, extra = power(args.windows, args.size, args.seed)
-        save("power", {"windows": args.windows, "size": args.size, "seed": args.seed,
-                       "rates": rates, **extra})
+        shifts = args.shifts.split(",") if args.shifts else None
+        only = args.checks.split(",") if args.checks else None
+        rates, extra = power(args.windows, args.size, args.seed, shifts, only)
+        name = "power" + (f"_{'_'.join(shifts)}" if shifts else "") + (
+            f"_{'_'.join(only)}" if only else "")
+        save(name, {"windows": args.windows, "size": args.size, "seed": args.seed,
+                    "rates": rates, **extra})
     if "evidently" in parts:
         save("evidently", evidently_rates(kinds, args.evidently_windows))
     if "scale" in parts:
