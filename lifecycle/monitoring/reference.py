@@ -72,7 +72,8 @@ def bundle_files(*, train: pd.DataFrame, validation: pd.DataFrame, predicted: pd
                                           predicted else predicted["prediction"]).astype(float)],
             "prediction": [str(v) for v in predicted["prediction"]],
             "label": [str(v) for v in labels] if task != "regression"
-            else [_round(float(v)) for v in validation[target]],
+            else [None if np.isnan(v) else _round(v) for v in pd.to_numeric(
+                validation[target], errors="coerce").astype("float64")],
         },
         "evaluate": {k: _round(float(scores[k])) for k in EVALUATE_METRICS
                      if isinstance(scores.get(k), int | float)},
@@ -125,7 +126,8 @@ def from_files(files: dict[str, bytes], version: str, inference: dict) -> Refere
     task = summary["task"]
     validation = summary["validation"]
     if task == "regression":
-        labels = np.asarray(validation["label"], dtype=np.float64)
+        labels = np.asarray([np.nan if v is None else v for v in validation["label"]],
+                            dtype=np.float64)
     else:
         positive = summary["positive_class"]
         labels = (np.asarray(validation["label"]) == str(positive)).astype(np.int8)
