@@ -13,7 +13,7 @@ run: install                          ## create the venv, install, and run the w
 	dvc repro
 
 test: install system-packages lint     ## lint + the whole test suite
-	pytest
+	pytest -n 3
 
 lint: install
 	ruff check .
