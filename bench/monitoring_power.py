@@ -10,13 +10,14 @@ Needs the reproduced project (`make run`: models/bundle, data/processed/test.par
    `draw` as `make simulate`, the same bundle as the API), judged by every check with the
    params.yaml settings. A cell is the share of windows whose check says drift (dataset level).
 2. Label-free estimates: on unshifted and covariate-shifted windows, the share of windows whose
-   CBPE estimate (ROC AUC, accuracy) falls inside the realized 95% bootstrap interval.
+   CBPE estimate (ROC AUC, accuracy) falls inside the realized 95% interval (DeLong, Wilson).
 3. Evidently's `DataDriftPreset` (0.7.23, in its own venv bench/.venv-evidently, created here:
    it does not import with pandas 3) on the very same windows and reference rows: its dataset
    drift (>= 50% of columns drift, its default) and "any column drifts".
-4. Scale: `--scale-rows` recorded predictions (a registry export), our monitoring run (every
-   check, windows of 100,000) vs DataDriftPreset on the same rows, each in its own process:
-   wall time and peak RSS.
+4. Scale: `--scale-rows` recorded predictions (a registry export: half unshifted, half with
+   prices +10%), our monitoring run (every check, windows of 100,000) vs DataDriftPreset on the
+   same windows (a report per window), each in its own process, interleaved (ours, Evidently,
+   ours): wall time, peak RSS, the load average around each, and the windows each alarmed on.
 
 Outputs under bench/results/ (gitignored): monitoring_power.json and monitoring_power.md.
 """
@@ -156,7 +157,7 @@ if mode == "windows":
 else:
     out = [judge(pd.read_parquet(current_path))]
 seconds = time.perf_counter() - start
-print(json.dumps({"windows": out, "seconds": seconds,
+print(json.dumps({"windows": out, "seconds": seconds, "reference_rows": len(reference),
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 '''
 
@@ -252,32 +253,67 @@ def ours_on(path: str, window: int) -> None:
     rows = source.read(path, list(ref.kinds))
     judged = run.judge(windows.cut(rows, "count", window, "1D", ref.version), ref, p)
     seconds = time.perf_counter() - start
-    drift = {c: sum(run.check_verdict(w["checks"], c) == "drift" for w in judged)
-             for c in CHECK_COLUMNS}
-    print(json.dumps({"seconds": seconds, "windows": len(judged), "drift_windows": drift,
+    verdicts = [{c: run.check_verdict(w["checks"], c) for c in CHECK_COLUMNS} for w in judged]
+    print(json.dumps({"seconds": seconds, "windows": len(judged), "verdicts": verdicts,
                       "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def scale(rows: int, window: int, seed: int, kinds: dict) -> dict:
+    """Ours and DataDriftPreset on the same export, interleaved (ours, Evidently, ours): the
+    first half unshifted, the second half prices +10% (`make_export`); windows of `window`
+    rows each, so the verdicts compare window by window on shifted and unshifted traffic."""
+    from lifecycle.monitoring import reference
+
     path = RESULTS / f"registry_{rows}.parquet"
     if not path.exists():
         make_export(rows, path, seed)
-    proc = subprocess.run([sys.executable, __file__, "--ours-on", str(path), "--size",
-                           str(window)], capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode:
-        raise SystemExit(f"our run failed:\n{proc.stderr[-3000:]}")
-    ours = json.loads(proc.stdout.strip().splitlines()[-1])
-    # Evidently reads the same rows, as plain columns
+    (RESULTS / "evidently_in").mkdir(parents=True, exist_ok=True)
+    reference.load(ROOT / "models" / "bundle").features.to_parquet(
+        RESULTS / "evidently_in" / "reference.parquet")
+    # Evidently reads the same rows, as plain columns, with the same window numbers
     import pandas as pd
 
-    current = RESULTS / f"evidently_current_{rows}.parquet"
+    current = RESULTS / f"evidently_current_{rows}_{window}.parquet"
     if not current.exists():
         frame = pd.read_parquet(path, columns=[f"input.{c}" for c in kinds])
         frame.columns = list(kinds)
+        frame["window"] = [i // window for i in range(len(frame))]
         frame.to_parquet(current)
-    theirs = evidently("one", current, kinds, 1)
-    return {"rows": rows, "ours": ours, "evidently": theirs,
-            "speedup": theirs["seconds"] / ours["seconds"]}
+        del frame
+
+    def ours() -> dict:
+        before = load()
+        proc = subprocess.run([sys.executable, __file__, "--ours-on", str(path), "--size",
+                               str(window)], capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode:
+            raise SystemExit(f"our run failed:\n{proc.stderr[-3000:]}")
+        return {**json.loads(proc.stdout.strip().splitlines()[-1]), "load": [before, load()]}
+
+    runs = [ours()]
+    print(f"ours: {runs[0]['seconds']:.1f} s, {runs[0]['peak_mb']:.0f} MB, load {runs[0]['load']}",
+          flush=True)
+    before = load()
+    theirs = {**evidently("windows", current, kinds, 10 ** 9), "load": [before, load()]}
+    print(f"evidently: {theirs['seconds']:.1f} s, {theirs['peak_mb']:.0f} MB, "
+          f"load {theirs['load']}", flush=True)
+    runs.append(ours())
+    print(f"ours: {runs[1]['seconds']:.1f} s, {runs[1]['peak_mb']:.0f} MB, load {runs[1]['load']}",
+          flush=True)
+    shifted = [i * window >= rows // 2 for i in range(len(runs[0]["verdicts"]))]
+    side = {"ours": [v["data_drift"] == "drift" for v in runs[0]["verdicts"]],
+            "evidently": [share >= 0.5 for _, share in theirs["windows"]],
+            "evidently_any_column": [count >= 1 for count, _ in theirs["windows"]]}
+    by_half = {name: {"unshifted": sum(d for d, s in zip(v, shifted, strict=True) if not s),
+                      "shifted": sum(d for d, s in zip(v, shifted, strict=True) if s)}
+               for name, v in side.items()}
+    ours_seconds = sum(r["seconds"] for r in runs) / len(runs)
+    return {"rows": rows, "window": window, "windows": len(shifted),
+            "windows_shifted": sum(shifted), "ours": runs, "evidently": theirs,
+            "data_drift_windows": by_half, "speedup": theirs["seconds"] / ours_seconds}
 
 
 # --- report -----------------------------------------------------------------------------
@@ -295,19 +331,34 @@ def markdown(rates: dict, extra: dict, ev: dict | None, sc: dict | None, windows
         if ev:
             cells += [f"{ev[shift]['dataset_drift']:.2f}", f"{ev[shift]['any_column']:.2f}"]
         lines.append(f"| {shift} | " + " | ".join(cells) + " |")
-    lines += ["", "Label-free estimate (CBPE) inside the realized 95% bootstrap interval:", "",
+    lines += ["", "Label-free estimate (CBPE) inside the realized 95% interval (DeLong, Wilson):",
+              "",
               "| shift | ROC AUC | accuracy |", "|---|---|---|"]
     for shift, c in extra["coverage"].items():
         fmt = [("-" if c[m] is None else f"{c[m]:.2f}") for m in ("roc_auc", "accuracy")]
         lines.append(f"| {shift} | {fmt[0]} | {fmt[1]} |")
     if sc:
-        o, e = sc["ours"], sc["evidently"]
-        lines += ["", f"Scale: {sc['rows']:,} recorded predictions", "",
-                  "| | seconds | peak RSS (MB) |", "|---|---|---|",
-                  f"| ours (every check, {o['windows']} windows) | {o['seconds']:.1f} | "
-                  f"{o['peak_mb']:.0f} |",
-                  f"| Evidently DataDriftPreset (one report) | {e['seconds']:.1f} | "
-                  f"{e['peak_mb']:.0f} |", "", f"Speed-up: {sc['speedup']:.1f}x"]
+        e, runs = sc["evidently"], sc["ours"]
+        half = sc["data_drift_windows"]
+        lines += ["", f"Scale: {sc['rows']:,} recorded predictions in {sc['windows']} windows of "
+                  f"{sc['window']:,} ({sc['windows'] - sc['windows_shifted']} unshifted, then "
+                  f"{sc['windows_shifted']} with prices +10%), reference "
+                  f"{e.get('reference_rows', '')} rows; run interleaved (ours, Evidently, "
+                  "ours), each in its own process", "",
+                  "| | seconds | peak RSS (MB) | load average (1 min) before, after | "
+                  "windows alarmed: unshifted | shifted |", "|---|---|---|---|---|---|"]
+        for i, o in enumerate(runs):
+            lines.append(f"| ours, run {i + 1} (every check) | {o['seconds']:.1f} | "
+                         f"{o['peak_mb']:.0f} | {o['load'][0][0]}, {o['load'][1][0]} | "
+                         f"{half['ours']['unshifted']} | {half['ours']['shifted']} |")
+        lines.append(f"| Evidently DataDriftPreset (a report per window) | {e['seconds']:.1f} | "
+                     f"{e['peak_mb']:.0f} | {e['load'][0][0]}, {e['load'][1][0]} | "
+                     f"{half['evidently']['unshifted']} | {half['evidently']['shifted']} |")
+        lines += ["", f"Speed-up (Evidently seconds / mean of ours): {sc['speedup']:.1f}x. "
+                  "Alarmed: ours = data_drift's dataset verdict; Evidently = its dataset drift "
+                  "(half the columns or more); any column drifting in Evidently: "
+                  f"{half['evidently_any_column']['unshifted']} unshifted, "
+                  f"{half['evidently_any_column']['shifted']} shifted."]
     return "\n".join(lines) + "\n"
 
 

@@ -301,9 +301,7 @@ class MultivariateDriftParams(Section):
     min_rows: int = Field(ge=20)
     alpha: float = Field(gt=0, lt=1)
     auc_floor: float = Field(ge=0.5, le=1)  # the domain classifier's AUC must reach this too
-    sample: int = Field(ge=20)  # rows drawn from the reference and from the window (each)
-    folds: int = Field(ge=2, le=10)
-    null_draws: int = Field(ge=5)  # permutations behind the null distribution (once per run)
+    sample: int = Field(ge=20)  # distinct records drawn from the reference and the window (each)
     seed: int
 
 
@@ -321,10 +319,8 @@ class DataQualityParams(Section):
 
 class PerformanceParams(Section):
     min_rows: int = Field(ge=2)  # rows WITH feedback
-    resamples: int = Field(ge=50)  # bootstrap
-    confidence: float = Field(gt=0, lt=1)
+    confidence: float = Field(gt=0, lt=1)  # of the (analytic) interval
     drop_floor: float = Field(ge=0)  # below the test score by at least this
-    seed: int
 
 
 class PerformanceEstimateParams(Section):
@@ -336,9 +332,9 @@ class ConceptDriftParams(Section):
     min_rows: int = Field(ge=2)  # rows with feedback
     alpha: float = Field(gt=0, lt=1)
     gap_floor: float = Field(ge=0)  # estimate minus realized, at least this
-    resamples: int = Field(ge=50)
     confidence: float = Field(gt=0, lt=1)
     adwin_delta: float = Field(gt=0, lt=1)  # ADWIN's confidence: smaller, fewer false changes
+    adwin_points: int = Field(ge=100)  # longer windows feed ADWIN block error rates, not rows
     seed: int
 
 

@@ -209,10 +209,12 @@ def test_two_rules_with_one_name_are_refused(tmp_path) -> None:
 def test_the_run_for_prometheus_holds_the_latest_window_and_its_alerts() -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = exposition({"windows": WINDOWS, "alerts": ALERTS}, now=1_700_000_000).decode()
+    text = exposition({"windows": WINDOWS, "alerts": ALERTS}).decode()
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for f in text_string_to_metric_families(text) for s in f.samples}
-    assert samples[("monitoring_last_run_timestamp_seconds", ())] == 1_700_000_000
+    # the newest window's end (2026-01-01 03:00 UTC), not the clock: runs reproduce
+    assert samples[("monitoring_latest_answer_timestamp_seconds", ())] == 1_767_236_400
+    assert exposition({"windows": WINDOWS, "alerts": ALERTS}).decode() == text
     assert samples[("monitoring_windows_judged", ())] == 3
     assert samples[("monitoring_alerts_fired", (("severity", "warning"),))] == 3
     assert samples[("monitoring_alerts_fired", (("severity", "critical"),))] == 0

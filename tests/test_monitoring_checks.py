@@ -104,11 +104,35 @@ def test_joint_shift_with_unchanged_marginals_is_caught_by_the_domain_classifier
     ref = make_reference(frame(2000, 0, corr=0.9))
     window = window_of(frame(600, 5, corr=-0.9))
     assert verdicts(drift.data_drift(window, ref, P.data_drift))["dataset"] == "ok"
-    p = P.multivariate_drift.model_copy(update={"null_draws": 5})
+    p = P.multivariate_drift
     [result] = multivariate.domain_classifier(window, ref, p)
     assert result.verdict == "drift" and result.value > 0.8 and result.p_value < 1e-6
     [calm] = multivariate.domain_classifier(window_of(frame(600, 6, corr=0.9)), ref, p)
     assert calm.verdict == "ok" and calm.value < 0.6
+
+
+def test_the_domain_classifier_does_not_alarm_on_a_resampled_stream():
+    # production repeats records (a replayed stream, one profile asked twice): a window drawn
+    # with replacement from 400 records, reference from the same population. Without
+    # de-duplication and a split grouped by record, the classifier recognises the window's
+    # repeated rows on the held-out side and "detects" drift that is not there.
+    ref = make_reference(frame(3000, 0))
+    pool = frame(400, 1)
+    alarms, aucs = 0, []
+    for i in range(20):
+        rows = pool.iloc[np.random.default_rng(100 + i).integers(0, 400, 5000)]
+        [r] = multivariate.domain_classifier(window_of(rows, i), ref, P.multivariate_drift)
+        alarms += r.verdict == "drift"
+        aucs.append(r.value)
+        assert r.n_window <= 400  # distinct records only
+    assert alarms <= 1 and np.mean(aucs) < 0.56
+
+
+def test_records_are_keyed_by_value_nan_included():
+    x = np.array([[1.0, np.nan], [1.0, np.nan], [-0.0, 2.0], [0.0, 2.0], [1.0, 2.0]])
+    keys = multivariate.record_keys(x)
+    assert keys[0] == keys[1] and keys[2] == keys[3] and len(set(keys)) == 3
+    assert len(multivariate.distinct(x)) == 3
 
 
 def scored_window(n: int, seed: int, flip: float = 0.0) -> pd.DataFrame:
@@ -153,8 +177,33 @@ def test_expected_auc_equals_auc_for_certain_labels():
     scores, y = rng.random(500), rng.random(500) < 0.4
     assert performance.expected_auc(scores, y.astype(float)) == pytest.approx(
         roc_auc_score(y, scores), abs=1e-9)
-    w = np.ones((1, 500))
-    assert performance.weighted_auc(scores, y, w)[0] == pytest.approx(roc_auc_score(y, scores))
+    assert performance.auc_interval(scores, y, 0.95)[0] == pytest.approx(
+        roc_auc_score(y, scores), abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["roc_auc", "accuracy", "mae", "rmse"])
+def test_analytic_intervals_match_a_percentile_bootstrap(name):
+    # the realized metrics' intervals are analytic (a 100,000-row window costs one sort); on a
+    # 1,000-row window they must say what 2,000 bootstrap resamples say
+    from sklearn.metrics import roc_auc_score
+
+    rows = scored_window(1000, 21)
+    scores = rows["score"].to_numpy()
+    labels = (rows["outcome"] == "Yes").to_numpy()
+    correct = (labels == (scores >= 0.5)).astype(float)
+    errors = scores - labels  # a regression-like error, for MAE / RMSE
+    value, low, high = performance.interval(name, scores, labels.astype(np.int8), correct,
+                                            errors, 0.95)
+    metric = {"roc_auc": lambda i: roc_auc_score(labels[i], scores[i]),
+              "accuracy": lambda i: correct[i].mean(),
+              "mae": lambda i: np.abs(errors[i]).mean(),
+              "rmse": lambda i: np.sqrt((errors[i] ** 2).mean())}[name]
+    rng = np.random.default_rng(5)
+    draws = [metric(rng.integers(0, 1000, 1000)) for _ in range(2000)]
+    b_low, b_high = np.quantile(draws, [0.025, 0.975])
+    assert value == pytest.approx(metric(np.arange(1000)))
+    assert low == pytest.approx(b_low, abs=0.006) and high == pytest.approx(b_high, abs=0.006)
+    assert low < value < high
 
 
 def test_concept_drift_when_labels_flip_but_inputs_hold():

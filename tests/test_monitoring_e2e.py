@@ -26,7 +26,6 @@ def test_simulated_concept_shift_is_caught_by_the_monitoring_pipeline(reproduced
     shutil.copytree(reproduced / "models" / "bundle", ws / "models" / "bundle")
     config = yaml.safe_load((ws / "params.yaml").read_text())
     config["monitor"]["window"]["size"] = 300
-    config["monitor"]["multivariate_drift"]["null_draws"] = 5
     (ws / "params.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
     registry = f"sqlite:///{tmp_path / 'registry.sqlite'}"
@@ -74,3 +73,28 @@ def test_simulated_concept_shift_is_caught_by_the_monitoring_pipeline(reproduced
     # the same export and bundle again: DVC has nothing to do
     again = run(["dvc", "repro", "--single-item", "monitoring/dvc.yaml:monitor"], ws)
     assert "didn't change, skipping" in again.stdout or "up to date" in again.stdout
+
+    # and forced to judge them again, in a new process, it writes every output byte for byte
+    first_run = outputs(ws)
+    assert set(first_run) >= {"monitoring/out/results.json", "monitoring/out/dashboard.html",
+                              "monitoring/out/monitoring.prom", "metrics/monitoring.json",
+                              "metrics/plots/monitoring/timeline.json"}
+    run(["dvc", "repro", "--force", "--single-item", "monitoring/dvc.yaml:monitor"], ws)
+    second_run = outputs(ws)
+    assert sorted(second_run) == sorted(first_run)
+    changed = [name for name in first_run if first_run[name] != second_run[name]]
+    assert not changed, f"outputs differ between two runs on one export: {changed}"
+
+
+def outputs(ws: Path) -> dict[str, bytes]:
+    """Every file the monitoring stage writes (its outs, metrics and plots), by path."""
+    stage = yaml.safe_load((ws / "monitoring" / "dvc.yaml").read_text())["stages"]["monitor"]
+    declared = [next(iter(o)) if isinstance(o, dict) else o
+                for key in ("outs", "metrics", "plots") for o in stage.get(key, [])]
+    files = {}
+    for name in declared:
+        path = ws / name
+        for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if f.is_file():
+                files[str(f.relative_to(ws))] = f.read_bytes()
+    return files

@@ -197,12 +197,15 @@ def _first_line(exc: Exception) -> str:
 
 
 # --- Prometheus ----------------------------------------------------------------------------
-def exposition(results: Mapping, now: float | None = None) -> bytes:
+def exposition(results: Mapping) -> bytes:
     """A monitoring run in Prometheus' text format: the latest window's check values and
-    verdicts, its alerts (severity as a label), alert counts over the run, and when it ran.
+    verdicts, its alerts (severity as a label), alert counts over the run, and the time of the
+    newest answer judged.
 
     Write it where node_exporter's textfile collector reads (`*.prom`) and the rules
-    MonitoringAlert / MonitoringStale in deploy/prometheus/rules.yml see it."""
+    MonitoringAlert / MonitoringStale in deploy/prometheus/rules.yml see it. Every number comes
+    from the results, none from the clock: the same registry export and bundle give the same
+    bytes (a monitoring run is a DVC stage, and its outputs must reproduce)."""
     from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
     registry = CollectorRegistry(auto_describe=True)
@@ -212,8 +215,6 @@ def exposition(results: Mapping, now: float | None = None) -> bytes:
 
     windows = sorted(results.get("windows", []), key=lambda w: w["index"])
     alerts = results.get("alerts", [])
-    gauge("monitoring_last_run_timestamp_seconds", "when this monitoring run finished").set(
-        time.time() if now is None else now)
     gauge("monitoring_windows_judged", "windows judged in the run").set(len(windows))
     total = gauge("monitoring_alerts_fired", "alerts over all windows of the run",
                   ["severity"])
@@ -222,6 +223,13 @@ def exposition(results: Mapping, now: float | None = None) -> bytes:
     if not windows:
         return generate_latest(registry)
     latest = windows[-1]
+    ends = [w["end"] for w in windows if w.get("end")]
+    if ends:  # by time, not by the run: an unchanged export judged again changes nothing
+        import pandas as pd
+
+        gauge("monitoring_latest_answer_timestamp_seconds",
+              "when the newest answer judged was recorded (the latest window's end)").set(
+            max(pd.Timestamp(e).timestamp() for e in ends))
     gauge("monitoring_latest_window_rows", "rows in the latest window").set(latest.get("n", 0))
     values = gauge("monitoring_check_value", "the latest window's statistic per check/target",
                    ["check", "target", "statistic"])

@@ -18,7 +18,7 @@ CHECKS: dict[str, Callable] = {
     "multivariate_drift": multivariate.domain_classifier,  # reference vs window classifier
     "prediction_drift": drift.prediction_drift,        # scores vs validation scores
     "data_quality": quality.data_quality,              # nulls, unknown categories, out of range
-    "performance": performance.realized,               # from joined feedback, bootstrap CI
+    "performance": performance.realized,               # from joined feedback, 95% interval
     "performance_estimate": performance.estimated,     # CBPE: without labels
     "concept_drift": performance.concept_drift,        # realized falls, estimate holds; ADWIN
 }

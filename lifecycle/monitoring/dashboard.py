@@ -20,7 +20,7 @@ CHECKS = {
     "prediction_drift": "Do the model's scores still look like its validation scores?",
     "data_quality": "Rejected requests, nulls, unknown categories and out-of-range values, "
                     "against training.",
-    "performance": "Realized metrics from joined feedback, with bootstrap intervals.",
+    "performance": "Realized metrics from joined feedback, with 95% intervals.",
     "performance_estimate": "Metrics estimated without labels (confidence-based), for windows "
                             "whose outcomes have not arrived.",
     "concept_drift": "Realized performance falls while the label-free estimate holds.",

@@ -1,8 +1,12 @@
 """Model drift: realized performance from feedback, a label-free estimate, and concept drift.
 
-- `realized`: per window, the metrics on the rows whose outcome has arrived, with a bootstrap
-  confidence interval (Poisson weights, seeded), against the evaluate stage's test scores. Drift:
-  the interval lies entirely below the test score and the drop is at least `drop_floor`.
+- `realized`: per window, the metrics on the rows whose outcome has arrived, with a confidence
+  interval, against the evaluate stage's test scores. Drift: the interval lies entirely below the
+  test score and the drop is at least `drop_floor`. The intervals are analytic, so they cost one
+  sort of the window, not hundreds of resamples (a window may hold 100,000 answers): ROC AUC
+  with DeLong's variance, accuracy with Wilson's score interval, MAE and RMSE from the normal
+  interval of the mean (squared) error. At 1,000 rows they agree with a percentile bootstrap to
+  within a few thousandths.
 - `estimated` (binary classification): confidence-based performance estimation (CBPE). The
   model's scores are calibrated on the validation split (isotonic regression, from the bundle);
   each row's calibrated probability p is then its expected label, so the expected confusion
@@ -17,7 +21,8 @@
   (one-sided); ROC AUC: the estimate above the realized interval. Both need the gap to be at
   least `gap_floor`. Plus a streaming detector (river's ADWIN) over the per-request error
   stream: warmed on the validation split's errors, then fed the window's in time order; drift
-  when it detects a change to a higher error rate inside the window.
+  when it detects a change to a higher error rate inside the window. Windows longer than
+  `adwin_points` rows feed it block error rates (see `adwin_detects`).
 """
 
 from __future__ import annotations
@@ -31,47 +36,54 @@ from lifecycle.monitoring.result import CheckResult, insufficient
 HIGHER_IS_BETTER = {"roc_auc": True, "accuracy": True, "mae": False, "rmse": False}
 
 
-# --- metrics, weighted (the bootstrap draws weights, not rows) ---------------------------
-def weighted_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """ROC AUC per row of `weights` ([B, n]); ties count one half."""
-    order = np.argsort(scores, kind="stable")
-    s, y, w = scores[order], labels[order].astype(bool), weights[:, order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    pos = np.add.reduceat(np.where(y, w, 0.0), starts, axis=1)
-    neg = np.add.reduceat(np.where(y, 0.0, w), starts, axis=1)
-    below = np.cumsum(neg, axis=1) - neg
-    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (pos * (below + 0.5 * neg)).sum(axis=1) / (n_pos * n_neg)
+# --- metrics and their intervals (analytic: linear in the window, no resampling) ----------
+def auc_interval(scores: np.ndarray, labels: np.ndarray, confidence: float
+                 ) -> tuple[float, float, float]:
+    """(ROC AUC, low, high): DeLong's variance from the midranks (ties count one half)."""
+    y = labels.astype(bool)
+    pos, neg = scores[y], scores[~y]
+    m, k = len(pos), len(neg)
+    ranks = stats.rankdata(np.r_[pos, neg])
+    below = ranks[:m] - stats.rankdata(pos)  # per positive: negatives below it (ties: half)
+    above = m - (ranks[m:] - stats.rankdata(neg))  # per negative: positives above it
+    auc = float(below.sum() / (m * k))
+    var = np.var(below / k, ddof=1) / m + np.var(above / m, ddof=1) / k if min(m, k) > 1 \
+        else np.nan
+    half = stats.norm.ppf(0.5 + confidence / 2) * np.sqrt(var)
+    return auc, max(auc - half, 0.0), min(auc + half, 1.0)
 
 
-def metric_values(name: str, scores, labels, correct, errors, weights) -> np.ndarray:
+def proportion_interval(successes: float, n: int, confidence: float
+                        ) -> tuple[float, float, float]:
+    """(share, low, high): Wilson's score interval."""
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    share = successes / n
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    return float(share), float(centre - half), float(centre + half)
+
+
+def mean_interval(values: np.ndarray, confidence: float) -> tuple[float, float, float]:
+    """(mean, low, high): the normal interval of a mean (n in the hundreds or more)."""
+    mean = float(values.mean())
+    half = stats.norm.ppf(0.5 + confidence / 2) * float(values.std(ddof=1)) / np.sqrt(
+        len(values))
+    return mean, mean - half, mean + half
+
+
+def interval(name: str, scores, labels, correct, errors, confidence: float
+             ) -> tuple[float, float, float]:
+    """(value, low, high) of one metric on a window's labelled rows."""
     if name == "roc_auc":
-        return weighted_auc(scores, labels, weights)
+        return auc_interval(scores, labels, confidence)
     if name == "accuracy":
-        return (weights * correct).sum(axis=1) / weights.sum(axis=1)
+        return proportion_interval(float(correct.sum()), len(correct), confidence)
     if name == "mae":
-        return (weights * np.abs(errors)).sum(axis=1) / weights.sum(axis=1)
-    if name == "rmse":
-        return np.sqrt((weights * errors ** 2).sum(axis=1) / weights.sum(axis=1))
+        return mean_interval(np.abs(errors), confidence)
+    if name == "rmse":  # the interval of the mean squared error, square-rooted
+        mse, low, high = mean_interval(errors ** 2, confidence)
+        return float(np.sqrt(mse)), float(np.sqrt(max(low, 0.0))), float(np.sqrt(high))
     raise ValueError(f"unknown metric {name}")
-
-
-def bootstrap(name: str, scores, labels, correct, errors, resamples: int, confidence: float,
-              seed: int, chunk: int = 50) -> tuple[float, float, float]:
-    """(value, low, high): the metric and its percentile bootstrap interval."""
-    n = len(scores)
-    value = float(metric_values(name, scores, labels, correct, errors, np.ones((1, n)))[0])
-    rng = np.random.default_rng(seed)
-    draws = []
-    for start in range(0, resamples, chunk):
-        w = rng.poisson(1.0, size=(min(chunk, resamples - start), n)).astype(np.float64)
-        draws.append(metric_values(name, scores, labels, correct, errors, w))
-    draws = np.concatenate(draws)
-    draws = draws[np.isfinite(draws)]
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(draws, [tail, 1 - tail]) if len(draws) else (np.nan, np.nan)
-    return value, float(low), float(high)
 
 
 # --- the labelled rows of a window ----------------------------------------------------------
@@ -99,7 +111,7 @@ def metrics_for(reference) -> list[str]:
 
 
 def realized(window, reference, p) -> list[CheckResult]:
-    """Metrics on the rows with feedback, with bootstrap intervals, against evaluate's."""
+    """Metrics on the rows with feedback, with confidence intervals, against evaluate's."""
     rows = labelled(window, reference)
     n = len(rows)
     out = []
@@ -113,8 +125,8 @@ def realized(window, reference, p) -> list[CheckResult]:
         if n < p.min_rows or not both_classes:
             out.append(insufficient("performance", name, name, baseline, n, n))
             continue
-        value, low, high = bootstrap(name, a["scores"], a["labels"], a["correct"], a["errors"],
-                                     p.resamples, p.confidence, p.seed + window.index)
+        value, low, high = interval(name, a["scores"], a["labels"], a["correct"], a["errors"],
+                                    p.confidence)
         if HIGHER_IS_BETTER[name]:
             drift = high < baseline and baseline - value >= p.drop_floor
         else:
@@ -173,8 +185,22 @@ def estimated(window, reference, p) -> list[CheckResult]:
 
 
 # --- concept drift --------------------------------------------------------------------------
-def adwin_detects(reference, correct: np.ndarray, delta: float, seed: int) -> tuple[int, float]:
-    """(changes to a higher error rate detected inside the window's stream, its error rate)."""
+def block_means(errors: np.ndarray, block: int) -> np.ndarray:
+    """Consecutive blocks of `block` values as their means (block 1: the values themselves)."""
+    if block <= 1:
+        return errors
+    starts = np.arange(0, len(errors), block)
+    return np.add.reduceat(errors, starts) / np.diff(np.r_[starts, len(errors)])
+
+
+def adwin_detects(reference, correct: np.ndarray, delta: float, seed: int,
+                  points: int | None = None) -> tuple[int, float]:
+    """(changes to a higher error rate detected inside the window's stream, its error rate).
+
+    A window longer than `points` feeds ADWIN the error rates of consecutive blocks of rows
+    instead of each row (and the validation warm-up in blocks of the same size): ADWIN takes
+    any bounded stream, a block's mean keeps its level, and a 100,000-row window costs 10,000
+    updates, not 100,000 in a Python loop."""
     from river.drift import ADWIN
 
     labels = reference.validation_labels.astype(bool)
@@ -182,16 +208,18 @@ def adwin_detects(reference, correct: np.ndarray, delta: float, seed: int) -> tu
         warm = (reference.validation_scores >= reference.threshold) != labels
     else:
         warm = np.zeros(0, dtype=bool)
-    warm = np.random.default_rng(seed).permutation(warm)
+    warm = np.random.default_rng(seed).permutation(warm).astype(np.float64)
+    errors = 1.0 - correct
+    block = -(-len(errors) // points) if points else 1
     detector = ADWIN(delta=delta)
-    for e in warm:
-        detector.update(float(e))
+    for e in block_means(warm, block).tolist():
+        detector.update(e)
     base, found = float(warm.mean()) if len(warm) else 0.0, 0
-    for e in 1.0 - correct:
-        detector.update(float(e))
+    for e in block_means(errors, block).tolist():
+        detector.update(e)
         if detector.drift_detected and detector.estimation > base:
             found += 1
-    return found, float(1.0 - correct.mean())
+    return found, float(errors.mean())
 
 
 def concept_drift(window, reference, p) -> list[CheckResult]:
@@ -213,14 +241,13 @@ def concept_drift(window, reference, p) -> list[CheckResult]:
                        p.gap_floor, n_val, n,
                        "drift" if pvalue <= p.alpha and gap >= p.gap_floor else "ok")]
     if 0 < a["labels"].sum() < n:
-        value, low, high = bootstrap("roc_auc", a["scores"], a["labels"], c, None,
-                                     p.resamples, p.confidence, p.seed + window.index)
+        value, low, high = auc_interval(a["scores"], a["labels"], p.confidence)
         auc_gap = est["roc_auc"] - value
         drift = est["roc_auc"] > high and auc_gap >= p.gap_floor
         out.append(CheckResult("concept_drift", "roc_auc", "estimate_minus_realized", auc_gap,
                                None, auc_gap, p.gap_floor, n_val, n,
                                "drift" if drift else "ok", low, high))
-    found, rate = adwin_detects(reference, c, p.adwin_delta, p.seed)
+    found, rate = adwin_detects(reference, c, p.adwin_delta, p.seed, p.adwin_points)
     out.append(CheckResult("concept_drift", "error_stream", "adwin_changes", float(found), None,
                            rate, 1.0, n_val, n, "drift" if found else "ok"))
     return out
