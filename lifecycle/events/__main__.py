@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     consume.add_argument("--feedback", default=names.feedback, help="outcome events")
     consume.add_argument("--group", default="lifecycle", help="consumer group")
     consume.add_argument("--consumer", default=default_consumer(), help="this worker's name")
-    consume.add_argument("--batch", type=int, default=1000, help="events per micro-batch")
+    consume.add_argument("--batch", type=int, default=5000, help="events per micro-batch (at most)")
     consume.add_argument("--block-ms", type=int, default=50,
                          help="how long a read waits for the first event")
     consume.add_argument("--claim-idle-ms", type=int, default=30_000,

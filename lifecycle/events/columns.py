@@ -136,3 +136,64 @@ def _tidy(column, pc) -> bool:
     printable = pc.all(pc.match_substring_regex(column, r"^[ -~]*$")).as_py()
     untidy = pc.any(pc.match_substring_regex(column, r"^ | $|  |^$")).as_py()
     return printable is not False and not untidy
+
+
+# --- JSON text of columns ------------------------------------------------------------------
+# The registry keeps each record's inputs, and each answer is published, as JSON text; built
+# row by row (a dict, then orjson) that costs more than checking and scoring the row. Here
+# Arrow writes them a column at a time: numbers as Python's shortest round-trip text (Arrow's
+# formatter; "12" for a float becomes "12.0" as orjson writes it), each distinct text once.
+
+
+def json_texts(array):
+    """The JSON text of each value of an Arrow array (null -> "null"), as orjson writes it;
+    None for what JSON cannot hold (NaN, infinity) or a type not handled here."""
+    import orjson
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = array.type
+    if pa.types.is_null(kind):
+        return pa.array(["null"] * len(array), pa.string())
+    if pa.types.is_boolean(kind):
+        text = pc.if_else(array, "true", "false")
+    elif pa.types.is_integer(kind):
+        text = array.cast(pa.string())
+    elif pa.types.is_floating(kind):
+        if pc.all(pc.is_finite(array)).as_py() is False:
+            return None  # not JSON numbers: orjson writes null, the record path decides
+        text = array.cast(pa.string())
+        plain = pc.or_(pc.match_substring(text, "."), pc.match_substring(text, "e"))
+        text = pc.if_else(plain, text, pc.binary_join_element_wise(text, ".0", ""))
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        # each distinct text written once, by orjson itself (same escaping as a row's)
+        encoded = array.dictionary_encode()
+        texts = pa.array([orjson.dumps(v).decode() for v in encoded.dictionary.to_pylist()],
+                         pa.string())
+        text = texts.take(encoded.indices)
+    else:
+        return None
+    return pc.fill_null(text, "null")
+
+
+def json_objects(columns: dict) -> list[bytes] | None:
+    """One compact JSON object per row, {name: value} in the order of `columns` (name ->
+    Arrow array, all of one length, or a str: the JSON text of one value for every row), as
+    bytes; None if a value needs row-by-row encoding."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts = []
+    for i, (name, array) in enumerate(columns.items()):
+        text = array if isinstance(array, str) else json_texts(array)
+        if text is None or not _plain(name):
+            return None
+        parts += [("{" if i == 0 else ",") + f'"{name}":', text]
+    if not parts:
+        return None
+    joined = pc.binary_join_element_wise(*parts, "}", "")
+    return joined.cast(pa.binary()).to_pylist()
+
+
+def _plain(name: str) -> bool:
+    return name.isascii() and name.isprintable() and '"' not in name and "\\" not in name
