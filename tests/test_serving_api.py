@@ -235,6 +235,49 @@ def test_feedback_joins_its_prediction(api: Server, rows):
     assert str(exported["created_at"].dtype).startswith("datetime64")
 
 
+def test_reason_codes_on_request_are_answered_and_recorded_in_an_older_registry(
+        bundle: Path, rows, tmp_path: Path):
+    """?reasons=N gives each answer its top N reason codes and records them with the
+    prediction; a registry made before the reasons column existed gets it at start, its
+    rows kept (reasons null)."""
+    import sqlite3
+
+    db = tmp_path / "old.sqlite"
+    with sqlite3.connect(db) as con:  # the predictions table as the first registries had it
+        con.execute("CREATE TABLE predictions (request_id VARCHAR(36) NOT NULL, role VARCHAR(8)"
+                    " NOT NULL, created_at FLOAT NOT NULL, deployment VARCHAR(100) NOT NULL, "
+                    "strategy VARCHAR(16) NOT NULL, variant VARCHAR(100) NOT NULL, "
+                    "model_version VARCHAR(64) NOT NULL, engine VARCHAR(16) NOT NULL, "
+                    "routing_key VARCHAR(64), inputs TEXT NOT NULL, prediction TEXT, "
+                    "probability FLOAT, latency_ms FLOAT NOT NULL, "
+                    "PRIMARY KEY (request_id, role))")
+        con.execute("INSERT INTO predictions VALUES ('old-1', 'served', 0, 'd', 'single', "
+                    "'main', 'v0', 'onnx', NULL, '{}', 'No', 0.1, 1.0)")
+    con.close()
+    registry = f"sqlite:///{db}"
+    with Server("--bundle", str(bundle), cwd=tmp_path, registry=registry) as server:
+        plain = httpx.post(f"{server.url}/predict", json=rows[0]).json()
+        asked = httpx.post(f"{server.url}/predict?reasons=3", json=rows[:2])
+        too_many = httpx.post(f"{server.url}/predict?reasons=11", json=rows[0])
+        not_a_number = httpx.post(f"{server.url}/predict?reasons=x", json=rows[0])
+    assert asked.status_code == 200, asked.text
+    assert too_many.status_code == not_a_number.status_code == 422
+    assert "reasons" not in plain
+    features = {f["name"] for f in signature_of(bundle)["fields"]}
+    for answer, record in zip(asked.json(), rows[:2], strict=True):
+        codes = answer["reasons"]
+        assert len(codes["top"]) == 3 and codes["units"].startswith("probability")
+        for code in codes["top"]:
+            assert code["feature"] in features and code["value"] == record[code["feature"]]
+        sizes = [abs(c["contribution"]) for c in codes["top"]]
+        assert sizes == sorted(sizes, reverse=True)
+    stored = registry_rows(registry).set_index("request_id")
+    assert pd.isna(stored.at["old-1", "reasons"]) and stored.at["old-1", "prediction"] == "No"
+    assert pd.isna(stored.at[plain["request_id"], "reasons"])
+    for answer in asked.json():
+        assert orjson.loads(stored.at[answer["request_id"], "reasons"]) == answer["reasons"]
+
+
 def test_health_metadata_and_openapi_describe_the_bundle(api: Server, bundle):
     health = httpx.get(f"{api.url}/health").json()
     assert health["live"] and health["ready"]

@@ -79,3 +79,43 @@ def test_an_empty_registry_exports_a_readable_file(tmp_path: Path):
     out = tmp_path / "empty.parquet"
     assert export_parquet(f"sqlite:///{tmp_path / 'r.sqlite'}", out) == 0
     assert "request_id" in pd.read_parquet(out).columns
+
+
+OLD_PREDICTIONS = """CREATE TABLE predictions (request_id VARCHAR(36) NOT NULL,
+    role VARCHAR(8) NOT NULL, created_at FLOAT NOT NULL, deployment VARCHAR(100) NOT NULL,
+    strategy VARCHAR(16) NOT NULL, variant VARCHAR(100) NOT NULL,
+    model_version VARCHAR(64) NOT NULL, engine VARCHAR(16) NOT NULL, routing_key VARCHAR(64),
+    inputs TEXT NOT NULL, prediction TEXT, probability FLOAT, latency_ms FLOAT NOT NULL,
+    PRIMARY KEY (request_id, role))"""
+
+
+def migrate_an_older_registry(url: str) -> None:
+    """A registry made before the `reasons` column: it is added at start, rows kept; an
+    event delivered twice is then written once (skip_repeats)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:  # the server may hold this module's other registry
+        connection.exec_driver_sql("DROP TABLE IF EXISTS feedback")
+        connection.exec_driver_sql("DROP TABLE IF EXISTS predictions")
+        connection.exec_driver_sql(OLD_PREDICTIONS)
+        connection.execute(sa.text(
+            "INSERT INTO predictions VALUES ('old-1', 'served', 0, 'd', 'single', 'main', "
+            "'v0', 'onnx', NULL, '{}', 'No', 0.1, 1.0)"))
+    engine.dispose()
+    with Registry(url) as registry:
+        registry.record_sync([{**prediction(1), "reasons": '{"top": []}'}])
+        row = (*prediction(2).values(), None)  # a tuple in COLUMNS order, reasons null
+        assert registry.write([row, row], skip_repeats=True) == []
+        assert registry.find("req-000001")["reasons"] == '{"top": []}'
+        assert registry.find("old-1")["reasons"] is None
+        assert registry.count()["predictions"] == 3
+
+
+def test_an_older_sqlite_registry_gets_the_new_columns(tmp_path: Path):
+    migrate_an_older_registry(f"sqlite:///{tmp_path / 'old.sqlite'}")
+
+
+def test_an_older_postgresql_registry_gets_the_new_columns(postgres):  # noqa: F811
+    migrate_an_older_registry(f"postgresql+psycopg://postgres:{postgres['password']}@"
+                              f"127.0.0.1:{postgres['port']}/postgres")

@@ -95,15 +95,15 @@ def _expected(exc: Exception) -> bool:
 
 def _consume(args) -> None:
     from lifecycle.events.broker import RedisBroker, expand_env, redact
-    from lifecycle.events.recorder import Recorder
     from lifecycle.events.worker import Streams, Worker
+    from lifecycle.serving.registry import Registry
     from lifecycle.serving.scoring import load_scorer
 
     streams = Streams(args.requests, args.answers, args.dead_letter, args.feedback)
     scorer = load_scorer(args.bundle)
     broker = RedisBroker(expand_env(args.redis), [streams.requests, streams.feedback],
                          args.group, args.consumer, max_len=args.max_len)
-    recorder = Recorder(args.registry, args.durability)
+    registry = Registry(args.registry, args.durability).start()
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
@@ -115,7 +115,7 @@ def _consume(args) -> None:
         from lifecycle.events.metrics import WorkerMetrics
 
         metrics = WorkerMetrics(args.metrics_port)
-    worker = Worker(broker, scorer, recorder, streams, batch=args.batch,
+    worker = Worker(broker, scorer, registry, streams, batch=args.batch,
                     block_ms=args.block_ms, claim_idle_ms=args.claim_idle_ms,
                     max_event_bytes=args.max_event_bytes, log_every=args.log_every,
                     metrics=metrics)
@@ -123,7 +123,7 @@ def _consume(args) -> None:
         worker.run(stop=lambda: bool(stopping))
     finally:
         worker.close()
-        recorder.close()
+        registry.close()
         if metrics:
             metrics.close()
         broker.close()

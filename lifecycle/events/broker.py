@@ -104,13 +104,19 @@ class RedisBroker:
         return dict(zip(fields[::2], fields[1::2], strict=True)).get(self.field) if fields \
             else None
 
-    def _raw_packed(self, command: bytes):
-        """A pre-encoded command (RESP), its reply as the server sent it."""
+    def _roundtrip(self, *, packed: bytes | None = None, command: tuple = (),
+                   replies: int = 1) -> list:
+        """Send one pre-encoded command (RESP) or one command, read `replies` replies as the
+        server sent them (the client library's reply callbacks would build more objects per
+        event than the rest of the read). A failed exchange drops the connection."""
         pool = self.client.connection_pool
         connection = pool.get_connection()
         try:
-            connection.send_packed_command([command])
-            return connection.read_response()
+            if packed is not None:
+                connection.send_packed_command([packed])
+            else:
+                connection.send_command(*command)
+            return [connection.read_response() for _ in range(replies)]
         except BaseException:
             connection.disconnect()
             raise
@@ -118,18 +124,8 @@ class RedisBroker:
             pool.release(connection)
 
     def _raw(self, *args):
-        """One command, its reply as the server sent it (the client library's reply
-        callbacks would build more objects per event than the rest of the read)."""
-        pool = self.client.connection_pool
-        connection = pool.get_connection()
-        try:
-            connection.send_command(*args)
-            return connection.read_response()
-        except BaseException:
-            connection.disconnect()
-            raise
-        finally:
-            pool.release(connection)
+        """One command, its reply as the server sent it."""
+        return self._roundtrip(command=args)[0]
 
     def claim(self, min_idle_ms: int, count: int) -> list[Event]:
         out: list[Event] = []
@@ -186,16 +182,7 @@ class RedisBroker:
             count += 1
         if not count:
             return
-        pool = self.client.connection_pool
-        connection = pool.get_connection()
-        try:
-            connection.send_packed_command([b"".join(parts)])
-            replies = [connection.read_response() for _ in range(count)]
-        except BaseException:
-            connection.disconnect()
-            raise
-        finally:
-            pool.release(connection)
+        replies = self._roundtrip(packed=b"".join(parts), replies=count)
         expected = [len(p) for p in batches.values() if p]
         if replies != expected:
             raise RuntimeError(f"XADD of {expected} events answered {replies}")
@@ -209,7 +196,7 @@ class RedisBroker:
             parts = [b"*%d\r\n" % (len(head) + len(ids))]
             parts += [b"$%d\r\n%s\r\n" % (len(a), a) for a in head]
             parts += [b"$%d\r\n%s\r\n" % (len(i), i.encode()) for i in ids]
-            self._raw_packed(b"".join(parts))
+            self._roundtrip(packed=b"".join(parts))
 
     def lag(self) -> dict[str, dict]:
         out = {}

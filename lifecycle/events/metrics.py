@@ -4,6 +4,7 @@ worker is no HTTP server, so it exposes them the way batch jobs and consumers us
 
   lifecycle_events_total{outcome}          answered | dead_letter | outcome (feedback recorded)
   lifecycle_events_batches_total{path}     columns | records
+  lifecycle_events_claimed_total           events taken over from a consumer that stopped
   lifecycle_events_batch_seconds           read -> acknowledged, per micro-batch
   lifecycle_events_lag{stream}             events not yet delivered to the group
   lifecycle_events_pending{stream}         delivered, not yet acknowledged
@@ -26,6 +27,9 @@ class WorkerMetrics:
         self.events = Counter("lifecycle_events", "events handled, by outcome", ["outcome"],
                               registry=self.registry)
         self.batches = Counter("lifecycle_events_batches", "micro-batches, by path", ["path"],
+                               registry=self.registry)
+        self.claimed = Counter("lifecycle_events_claimed",
+                               "events taken over from a consumer that stopped",
                                registry=self.registry)
         self.seconds = Histogram("lifecycle_events_batch_seconds",
                                  "a micro-batch from read to acknowledged",

@@ -49,7 +49,7 @@ import pyarrow as pa
 from lifecycle.contract import mask
 from lifecycle.events.broker import Broker, Event
 from lifecycle.events.columns import ColumnPath, json_objects
-from lifecycle.events.recorder import COLUMNS
+from lifecycle.serving.registry import COLUMNS
 
 log = logging.getLogger("lifecycle.events")
 
@@ -102,15 +102,15 @@ def default_consumer() -> str:
 class Worker:
     """Reads, checks, scores, records, answers and acknowledges events (module docstring).
 
-    `scorer` is a loaded bundle (`lifecycle.serving.scoring.Scorer`), `recorder` a
-    `lifecycle.events.recorder.Recorder`, `broker` any `Broker`."""
+    `scorer` is a loaded bundle (`lifecycle.serving.scoring.Scorer`), `registry` a started
+    `lifecycle.serving.registry.Registry`, `broker` any `Broker`."""
 
-    def __init__(self, broker: Broker, scorer, recorder, streams: Streams, *,
+    def __init__(self, broker: Broker, scorer, registry, streams: Streams, *,
                  batch: int = 1000, block_ms: int = 50, claim_idle_ms: int = 30_000,
                  max_event_bytes: int = MAX_EVENT_BYTES, deployment: str = "events",
                  log_every: float = 10.0, fast: bool = True, overlap: bool = True,
                  metrics=None):
-        self.broker, self.scorer, self.recorder, self.streams = broker, scorer, recorder, streams
+        self.broker, self.scorer, self.registry, self.streams = broker, scorer, registry, streams
         self.batch, self.block_ms = batch, block_ms
         self.claim_idle_ms, self.max_event_bytes = claim_idle_ms, max_event_bytes
         self.deployment, self.log_every = deployment, log_every
@@ -159,6 +159,8 @@ class Worker:
             self._last_claim = now
             events = self.broker.claim(self.claim_idle_ms, self.batch)
             self.progress.claimed += len(events)
+            if self.metrics and events:
+                self.metrics.claimed.inc(len(events))
         if len(events) < self.batch:
             events += self.broker.read(self.batch - len(events), self.block_ms if not events
                                        else 0)
@@ -206,12 +208,8 @@ class Worker:
                 else:
                     batch.notes.append(note)
                     batch.note_events.append((stream, event_id, data))
-            elif data is None:
-                dead.append(self._dead(stream, event_id, "missing_field:data (the event holds "
-                                       "no 'data' field)", data))
-            elif len(data) > self.max_event_bytes:
-                dead.append(self._dead(stream, event_id, f"oversize: {len(data)} bytes > "
-                                       f"{self.max_event_bytes}", data))
+            elif reason := self._unreadable(data):
+                dead.append(self._dead(stream, event_id, reason, data))
             else:
                 payloads.append(data)
                 request_ids.append(event_id)
@@ -221,7 +219,7 @@ class Worker:
 
     def _commit(self, batch: _Batch) -> None:
         """Steps 3-5: record, THEN publish, THEN acknowledge."""
-        refused = self.recorder.write(batch.rows, batch.notes)
+        refused = self.registry.write(batch.rows, batch.notes, skip_repeats=True)
         for (stream, event_id, data), reason in zip(batch.note_events, refused, strict=True):
             if reason:
                 batch.dead.append(self._dead(stream, event_id, reason, data))
@@ -314,7 +312,7 @@ class Worker:
 
     def _rows(self, ids, inputs, routing, predictions, probabilities, engine: str,
               received: float) -> tuple[list[tuple], list[bytes]]:
-        """(registry rows in `recorder.COLUMNS` order, answer payloads). `predictions` and
+        """(registry rows in `registry.COLUMNS` order, answer payloads). `predictions` and
         `probabilities` are lists or arrays (`probabilities` None when the task has none)."""
         latency_ms = (time.perf_counter() - received) * 1000
         now, version, deployment = time.time(), self.scorer.version, self.deployment
@@ -346,14 +344,30 @@ class Worker:
                           itertools.repeat(values.get(c)) for c in COLUMNS), strict=False))
         return rows, answers
 
-    def _record(self, data: bytes) -> tuple[dict | None, str | None]:
-        """(the record, None) or (None, why it is no record)."""
+    def _unreadable(self, data: bytes | None) -> str | None:
+        """Why an event's data cannot be read at all (absent, too large), or None."""
+        if data is None:
+            return "missing_field:data (the event holds no 'data' field)"
+        if len(data) > self.max_event_bytes:
+            return f"oversize: {len(data)} bytes > {self.max_event_bytes}"
+        return None
+
+    @staticmethod
+    def _object(data: bytes) -> tuple[dict | None, str | None]:
+        """(the JSON object in `data`, None) or (None, why it is none)."""
         try:
-            record = orjson.loads(data)
+            value = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             return None, f"not_json: {exc}"
-        if not isinstance(record, dict):
-            return None, f"not_an_object: a JSON {type(record).__name__}, expected one record"
+        if not isinstance(value, dict):
+            return None, f"not_an_object: a JSON {type(value).__name__}, expected one object"
+        return value, None
+
+    def _record(self, data: bytes) -> tuple[dict | None, str | None]:
+        """(the record, None) or (None, why it is no record)."""
+        record, reason = self._object(data)
+        if reason:
+            return None, reason
         undeclared = record.keys() - self.declared
         if undeclared:
             if not self.drop_undeclared:
@@ -363,16 +377,10 @@ class Worker:
 
     def _outcome(self, data: bytes | None) -> tuple[dict | None, str | None]:
         """(a feedback row, None) or (None, why not) for an outcome event."""
-        if data is None:
-            return None, "missing_field:data (the event holds no 'data' field)"
-        if len(data) > self.max_event_bytes:
-            return None, f"oversize: {len(data)} bytes > {self.max_event_bytes}"
-        try:
-            note = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            return None, f"not_json: {exc}"
-        if not isinstance(note, dict):
-            return None, f"not_an_object: a JSON {type(note).__name__}"
+        reason = self._unreadable(data)
+        note, reason = (None, reason) if reason else self._object(data)
+        if reason:
+            return None, reason
         extra = note.keys() - {"request_id", "outcome"}
         missing = {"request_id", "outcome"} - note.keys()
         if extra or missing:

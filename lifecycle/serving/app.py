@@ -32,7 +32,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from lifecycle.errors import StageError
-from lifecycle.serving.core import PredictionService, Variant, load_variants
+from lifecycle.serving.core import MAX_REASONS, PredictionService, Variant, load_variants
 from lifecycle.serving.deploy import Deployment
 from lifecycle.serving.inputs import loads
 from lifecycle.serving.metrics import MetricsMiddleware, ServingMetrics
@@ -138,8 +138,13 @@ def create_app(deployment: Deployment, variants: dict[str, Variant], registry: R
         except RequestInvalid as exc:
             state.reject_reason = "invalid_shape"
             return error(422, exc.errors)
+        reasons = request.query_params.get("reasons", "0")
+        if not (reasons.isascii() and reasons.isdigit() and int(reasons) <= MAX_REASONS):
+            state.reject_reason = "invalid_reasons"
+            return error(422, [{"loc": ["query", "reasons"], "type": "invalid_reasons",
+                                "msg": f"reasons: a whole number from 0 to {MAX_REASONS}"}])
         try:
-            result = await service.submit(records, received=received)
+            result = await service.submit(records, received=received, reasons=int(reasons))
         except RegistryError as exc:
             state.reject_reason = "not_recorded"
             return error(503, f"the answer could not be recorded: {exc}")
@@ -155,7 +160,11 @@ def create_app(deployment: Deployment, variants: dict[str, Variant], registry: R
     app.router.add_api_route(
         "/predict", predict, methods=["POST"], route_class_override=PlainRoute,
         summary="Score one record or a list of records",
-        openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": {
+        openapi_extra={"parameters": [{
+            "name": "reasons", "in": "query", "required": False,
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_REASONS, "default": 0},
+            "description": "with each answer its top N reason codes (recorded with it)"}],
+            "requestBody": {"required": True, "content": {JSON: {"schema": {
             "anyOf": [record_schema, {"type": "array", "items": record_schema, "minItems": 1,
                                       "maxItems": MAX_RECORDS}]}}}}},
         responses={200: {"description": "one answer per record (a list for a list)",
@@ -303,7 +312,10 @@ def _document(app: FastAPI, record: type[BaseModel], scorer: Scorer) -> None:
                 "probability": {"anyOf": [{"type": "number", "minimum": 0, "maximum": 1},
                                           {"type": "null"}],
                                 "description": "of the positive class (binary)"},
-                "model_version": {"type": "string"}, "variant": {"type": "string"}}}
+                "model_version": {"type": "string"}, "variant": {"type": "string"},
+                "reasons": {"type": "object", "description": "with ?reasons=N: the N inputs "
+                            "that moved this answer most (method, units, top: feature, value, "
+                            "contribution)"}}}
         app.openapi_schema = schema
         return schema
 

@@ -43,6 +43,7 @@ from lifecycle.serving.scoring import Batcher, Scorer, load_scorer
 log = logging.getLogger("lifecycle.serving")
 
 MAX_REQUEST_ID = 36  # characters: the registry's request_id column
+MAX_REASONS = 10  # reason codes per answer: each costs one more scoring row per record
 
 
 @dataclass
@@ -126,53 +127,50 @@ class PredictionService:
     # --- the entry points -----------------------------------------------------------------------
     async def submit(self, records: list[dict], *, partial: bool = False,
                      request_ids: list[str] | None = None,
-                     received: float | None = None) -> Result:
+                     received: float | None = None, reasons: int = 0) -> Result:
         """Check, score and record `records`; returns once the answers are committed.
 
         Raises RegistryError when the registry cannot record them (nothing is answered then).
-        `received` is the `time.perf_counter()` at receipt (latency is measured from it)."""
+        `received` is the `time.perf_counter()` at receipt (latency is measured from it).
+        `reasons`: with each answer its top `reasons` reason codes (`Bundle.reasons`; at most
+        MAX_REASONS), recorded with the prediction."""
         received = time.perf_counter() if received is None else received
-        ids, served, shadowed = self._route(records, request_ids)
-        outcomes = {name: await self._batchers[name].run([records[i] for i in index])
+        ids, served, shadowed = self._route(records, request_ids, reasons)
+        outcomes = {name: await self._batchers[name].run(_pick(records, index))
                     for name, index in served.items()}
-        result, rows = self._assemble(records, ids, served, outcomes, partial, received)
-        if not rows:
-            return result
-        for name, index in shadowed.items():
-            try:
-                outcome = await self._batchers[name].run([records[i] for i in index])
-            except Exception:  # noqa: BLE001 - a failing shadow must never fail the answer
-                log.exception("shadow variant %s failed; its rows are not recorded", name)
-                continue
-            rows += self._shadow_rows(records, ids, index, name, outcome, result, received)
-        await self.registry.record(rows)
-        result.recorded = True
+        result, rows = self._assemble(records, ids, served, outcomes, partial, received,
+                                      reasons)
+        if rows:
+            shadows = {name: await _guarded(name, self._batchers[name].run(
+                _pick(records, index))) for name, index in shadowed.items()}
+            rows += self._shadow_rows(records, ids, shadowed, shadows, result, received)
+            await self.registry.record(rows)
+            result.recorded = True
         return result
 
     def submit_sync(self, records: list[dict], *, partial: bool = False,
-                    request_ids: list[str] | None = None) -> Result:
+                    request_ids: list[str] | None = None, reasons: int = 0) -> Result:
         """`submit` for code outside an event loop (blocks until the answers are committed)."""
         received = time.perf_counter()
-        ids, served, shadowed = self._route(records, request_ids)
-        outcomes = {name: self._batchers[name].run_now([records[i] for i in index])
+        ids, served, shadowed = self._route(records, request_ids, reasons)
+        outcomes = {name: self._batchers[name].run_now(_pick(records, index))
                     for name, index in served.items()}
-        result, rows = self._assemble(records, ids, served, outcomes, partial, received)
-        if not rows:
-            return result
-        for name, index in shadowed.items():
-            try:
-                outcome = self._batchers[name].run_now([records[i] for i in index])
-            except Exception:  # noqa: BLE001 - a failing shadow must never fail the answer
-                log.exception("shadow variant %s failed; its rows are not recorded", name)
-                continue
-            rows += self._shadow_rows(records, ids, index, name, outcome, result, received)
-        self.registry.record_sync(rows)
-        result.recorded = True
+        result, rows = self._assemble(records, ids, served, outcomes, partial, received,
+                                      reasons)
+        if rows:
+            shadows = {name: _guarded_now(name, self._batchers[name].run_now,
+                                          _pick(records, index))
+                       for name, index in shadowed.items()}
+            rows += self._shadow_rows(records, ids, shadowed, shadows, result, received)
+            self.registry.record_sync(rows)
+            result.recorded = True
         return result
 
     # --- the steps --------------------------------------------------------------------------------
-    def _route(self, records: list[dict], request_ids: list[str] | None):
+    def _route(self, records: list[dict], request_ids: list[str] | None, reasons: int = 0):
         """(request ids, {variant: positions it answers}, {variant: positions it shadows})."""
+        if not 0 <= reasons <= MAX_REASONS:
+            raise ValueError(f"reasons: a whole number from 0 to {MAX_REASONS}")
         if request_ids is None:
             ids = [new_id() for _ in records]
         else:
@@ -192,53 +190,71 @@ class PredictionService:
                 shadowed.setdefault(shadow, []).append(i)
         return ids, served, shadowed
 
-    def _assemble(self, records, ids, served, outcomes, partial: bool, received: float):
+    def _assemble(self, records, ids, served, outcomes, partial: bool, received: float,
+                  reasons: int = 0):
         """(Result, registry rows of the served answers); no rows when nothing is to record."""
         n = len(records)
         answers: list[dict | None] = [None] * n
         checked: dict[int, dict] = {}
         errors: list[dict] = []
         engines: dict[int, str] = {}
+        explained: dict[int, str] = {}
         for name, index in served.items():
-            ok, reasons, results, engine = outcomes[name]
-            for j, reason in reasons.items():
+            ok, refused, results, engine = outcomes[name]
+            for j, reason in refused.items():
                 errors += reason_errors(index[j], reason)
-            kept = [i for j, i in enumerate(index) if j not in reasons]
+            if errors and not partial:
+                continue
+            kept = [i for j, i in enumerate(index) if j not in refused]
             version = self.variants[name].scorer.version
-            for i, record, result in zip(kept, ok, results, strict=True):
+            codes = (self.variants[name].scorer.bundle.reasons(ok, reasons) if reasons and ok
+                     else [None] * len(ok))
+            for i, record, result, code in zip(kept, ok, results, codes, strict=True):
                 checked[i] = record
                 engines[i] = engine
                 answers[i] = {"request_id": ids[i], **result, "model_version": version,
                               "variant": name}
+                if code is not None:
+                    answers[i]["reasons"] = code
+                    explained[i] = orjson.dumps(code).decode()
         errors.sort(key=lambda e: e["index"])
         if errors and not partial:
             return Result([None] * n, errors), []
         latency_ms = (time.perf_counter() - received) * 1000
         now = time.time()
         rows = [self._row(ids[i], checked[i], answers[i], "served", answers[i]["variant"],
-                          engines[i], now, latency_ms)
+                          engines[i], now, latency_ms, explained.get(i))
                 for i in range(n) if answers[i] is not None]
         return Result(answers, errors), rows
 
-    def _shadow_rows(self, records, ids, index, name, outcome, result: Result,
+    def _shadow_rows(self, records, ids, shadowed: dict[str, list[int]],
+                     outcomes: dict[str, tuple | None], result: Result,
                      received: float) -> list[dict]:
-        ok, reasons, results, engine = outcome
-        kept = [i for j, i in enumerate(index) if j not in reasons]
+        """Registry rows of the shadow variants' answers (role `shadow`) to the records that
+        were answered; a variant that failed (outcome None) has none."""
+        rows = []
         ms = (time.perf_counter() - received) * 1000
         now = time.time()
-        return [self._row(ids[i], record, answer, "shadow", name, engine, now, ms)
-                for i, record, answer in zip(kept, ok, results, strict=True)
-                if result.answers[i] is not None]
+        for name, index in shadowed.items():
+            if outcomes[name] is None:
+                continue
+            ok, refused, results, engine = outcomes[name]
+            kept = [i for j, i in enumerate(index) if j not in refused]
+            rows += [self._row(ids[i], record, answer, "shadow", name, engine, now, ms)
+                     for i, record, answer in zip(kept, ok, results, strict=True)
+                     if result.answers[i] is not None]
+        return rows
 
     def _row(self, request_id: str, record: dict, answer: dict, role: str, name: str,
-             engine: str, now: float, ms: float) -> dict:
+             engine: str, now: float, ms: float, reasons: str | None = None) -> dict:
         key = record.get(self.id_column)
         return {"request_id": request_id, "role": role, "created_at": now,
                 "deployment": self.deployment.name, "strategy": self.deployment.strategy,
                 "variant": name, "model_version": self.variants[name].scorer.version,
                 "engine": engine, "routing_key": mask([key])[0] if key else None,
                 "inputs": self.masked(record), "prediction": str(answer["prediction"]),
-                "probability": answer.get("probability"), "latency_ms": ms}
+                "probability": answer.get("probability"), "latency_ms": ms,
+                "reasons": reasons}
 
     def masked(self, record: dict) -> str:
         """The record as the registry keeps it: JSON, personal and metadata fields masked."""
@@ -247,3 +263,25 @@ class PredictionService:
             record = {k: (mask([v])[0] if k in hidden and v is not None else v)
                       for k, v in record.items()}
         return orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _pick(records: list[dict], index: list[int]) -> list[dict]:
+    return [records[i] for i in index]
+
+
+async def _guarded(name: str, pending):
+    """A shadow variant's outcome, or None if it failed: it must never fail the answer."""
+    try:
+        return await pending
+    except Exception:  # noqa: BLE001 - logged; the served answers go on
+        log.exception("shadow variant %s failed; its rows are not recorded", name)
+        return None
+
+
+def _guarded_now(name: str, run, records: list[dict]):
+    """`_guarded` for code outside an event loop."""
+    try:
+        return run(records)
+    except Exception:  # noqa: BLE001 - logged; the served answers go on
+        log.exception("shadow variant %s failed; its rows are not recorded", name)
+        return None

@@ -52,7 +52,12 @@ predictions = sa.Table(
     sa.Column("prediction", sa.Text),
     sa.Column("probability", sa.Float),  # of the positive class (binary classification)
     sa.Column("latency_ms", sa.Float, nullable=False),  # receipt to answer ready, before commit
+    # reason codes, when the request asked for them (JSON: Bundle.reasons); added after the
+    # first registries were made: `ensure_schema` adds it to an older table
+    sa.Column("reasons", sa.Text),
 )
+
+COLUMNS = tuple(c.name for c in predictions.columns)  # the order of a prediction row tuple
 
 feedback = sa.Table(
     "feedback", metadata,
@@ -76,6 +81,26 @@ class _Pending:
     feedback: list[dict] = field(default_factory=list)
     loop: asyncio.AbstractEventLoop | None = None
     future: asyncio.Future | Future | None = None
+
+
+def ensure_schema(engine: sa.Engine) -> None:
+    """Create the tables, or bring an older registry's up to date: columns added since are
+    nullable, added with ALTER TABLE ... ADD COLUMN (no rewrite of the rows, on SQLite and
+    PostgreSQL alike); nothing is ever dropped or changed."""
+    metadata.create_all(engine)
+    with engine.begin() as connection:
+        inspector = sa.inspect(connection)
+        for table in (predictions, feedback):
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have:
+                    if not column.nullable:
+                        raise RegistryError(f"{table.name}.{column.name}: the registry "
+                                            "lacks a required column")
+                    kind = column.type.compile(dialect=engine.dialect)
+                    log.warning("registry: adding the column %s.%s", table.name, column.name)
+                    connection.exec_driver_sql(
+                        f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
 
 
 def make_engine(url: str, durability: str = "normal") -> sa.Engine:
@@ -119,10 +144,13 @@ class Registry:
         # driver (SQLAlchemy's per-call statement handling would double a commit's cost)
         self._statements = {t.name: _compiled_insert(t, self.engine.dialect)
                             for t in (predictions, feedback)}
+        # the same, skipping a row whose key is already there (`write(skip_repeats=True)`)
+        self._repeat_safe = {t.name: _compiled_insert(t, self.engine.dialect, skip=True)
+                             for t in (predictions, feedback)}
 
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> Registry:
-        metadata.create_all(self.engine)
+        ensure_schema(self.engine)
         self._thread = threading.Thread(target=self._write_loop, name="registry-writer",
                                         daemon=True)
         self._thread.start()
@@ -225,13 +253,69 @@ class Registry:
         rows = [r for item in batch for r in item.predictions]
         notes = [r for item in batch for r in item.feedback]
         with connection.begin():
-            for table, values in ((predictions, rows), (feedback, notes)):
-                if values:
-                    sql, order = self._statements[table.name]
-                    params = [tuple(r[k] for k in order) for r in values] if order else values
-                    connection.exec_driver_sql(sql, params)
+            self._insert_rows(connection, predictions, rows)
+            self._insert_rows(connection, feedback, notes)
         self.commits += 1
         self.rows_written += len(rows) + len(notes)
+
+    def _insert_rows(self, connection: sa.Connection, table: sa.Table, rows: list,
+                     skip_repeats: bool = False) -> None:
+        """One executemany; rows are dicts (a nullable column may be left out), or tuples
+        in the table's column order."""
+        if not rows:
+            return
+        sql, order = (self._repeat_safe if skip_repeats else self._statements)[table.name]
+        if order is None:  # a driver with named parameters (psycopg): dicts
+            names = [c.name for c in table.columns]
+            rows = [{k: r.get(k) for k in names} if isinstance(r, dict)
+                    else dict(zip(names, r, strict=True)) for r in rows]
+        elif isinstance(rows[0], dict):
+            rows = [tuple(r.get(k) for k in order) for r in rows]
+        elif tuple(order) != tuple(c.name for c in table.columns):
+            where = [table.columns.keys().index(k) for k in order]
+            rows = [tuple(r[i] for i in where) for r in rows]
+        connection.exec_driver_sql(sql, rows)
+
+    def write(self, prediction_rows: list = (), feedback_rows: list[dict] = (), *,
+              skip_repeats: bool = False) -> list[str | None]:
+        """Commit rows now, in the caller's thread, in one transaction (a worker that orders
+        its own commits: the events worker). Predictions are dicts or tuples in `COLUMNS`
+        order. `skip_repeats`: a prediction whose (request id, role) is already recorded is
+        skipped, not an error, so an event delivered twice is recorded once.
+
+        Feedback is checked as /feedback checks it; returns, per feedback row, why it was
+        refused (None: recorded): `unknown_request_id` (no such prediction), or
+        `feedback_already_recorded` (another outcome is; the same outcome again is a repeat).
+        """
+        if skip_repeats and self._repeat_safe[predictions.name] is None:
+            raise RegistryError(f"skipping repeated rows needs SQLite or PostgreSQL, not "
+                                f"{self.engine.dialect.name}")
+        prediction_rows, feedback_rows = list(prediction_rows), list(feedback_rows)
+        refused: list[str | None] = [None] * len(feedback_rows)
+        with self.engine.begin() as connection:
+            self._insert_rows(connection, predictions, prediction_rows, skip_repeats)
+            keep = []
+            if feedback_rows:
+                ids = list({r["request_id"] for r in feedback_rows})
+                known = {r[0] for r in connection.execute(
+                    sa.select(predictions.c.request_id)
+                    .where(predictions.c.request_id.in_(ids)))}
+                recorded = dict(connection.execute(
+                    sa.select(feedback.c.request_id, feedback.c.outcome)
+                    .where(feedback.c.request_id.in_(ids))).all())
+                for i, row in enumerate(feedback_rows):
+                    rid = row["request_id"]
+                    if rid not in known:
+                        refused[i] = "unknown_request_id"
+                    elif recorded.get(rid, row["outcome"]) != row["outcome"]:
+                        refused[i] = "feedback_already_recorded"
+                    elif rid not in recorded:
+                        recorded[rid] = row["outcome"]
+                        keep.append(row)
+                self._insert_rows(connection, feedback, keep)
+        self.commits += 1
+        self.rows_written += len(prediction_rows) + len(keep)
+        return refused
 
     @staticmethod
     def _release(batch: list[_Pending], outcomes: list[Exception | None]) -> None:
@@ -268,10 +352,20 @@ class Registry:
             return {"predictions": n_pred, "feedback": n_fb.scalar_one()}
 
 
-def _compiled_insert(table: sa.Table, dialect) -> tuple[str, list[str] | None]:
-    """(driver SQL, parameter order for positional drivers such as sqlite3, else None)."""
-    compiled = table.insert().compile(dialect=dialect,
-                                      column_keys=[c.name for c in table.columns])
+def _compiled_insert(table: sa.Table, dialect, skip: bool = False
+                     ) -> tuple[str, list[str] | None]:
+    """(driver SQL, parameter order for positional drivers such as sqlite3, else None);
+    `skip`: ON CONFLICT DO NOTHING (SQLite, PostgreSQL), None where the database has none."""
+    statement = table.insert()
+    if skip:
+        if dialect.name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        elif dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            return None
+        statement = insert(table).on_conflict_do_nothing()
+    compiled = statement.compile(dialect=dialect, column_keys=[c.name for c in table.columns])
     order = list(compiled.positiontup) if dialect.positional else None
     return str(compiled), order
 
@@ -312,7 +406,7 @@ def export_parquet(url: str, output: str | Path, chunk_rows: int = 50_000) -> in
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     engine = make_engine(url)
-    metadata.create_all(engine)
+    ensure_schema(engine)
     writer, schema, total = None, None, 0
     try:
         with engine.connect() as connection:
@@ -369,7 +463,7 @@ def outcomes_by_variant(url: str) -> list[dict]:
              .group_by(p.deployment, p.variant, p.model_version)
              .order_by(p.deployment, p.variant))
     engine = make_engine(url)
-    metadata.create_all(engine)
+    ensure_schema(engine)
     try:
         with engine.connect() as connection:
             return [{str(k): v for k, v in r.items()}
