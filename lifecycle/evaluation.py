@@ -20,6 +20,7 @@ METRICS = {task: metrics_registry.for_task(task)
            for task in ("binary", "multiclass", "regression")}
 LOWER_IS_BETTER = metrics_registry.lower_is_better()
 DIGITS = 6  # metrics JSON stays small and diff-friendly
+SCATTER_POINTS = 2000  # regression: test rows (seeded) behind the predicted-vs-actual plot
 
 
 @dataclass(frozen=True)
@@ -356,10 +357,13 @@ def plot_data(pred: Predictions, threshold: float | None, business, names: dict,
     from sklearn.metrics import precision_recall_curve, roc_curve
 
     data = {"roc": [], "precision_recall": [], "confusion": [], "calibration": [],
-            "value_by_threshold": []}
+            "value_by_threshold": [], "predicted_vs_actual": []}
     y, s = pred.y, pred.scores
     data["calibration"] = calibration_rows(pred)
-    if pred.task == "regression":
+    if pred.task == "regression":  # a seeded sample of points keeps the file small
+        shown = np.sort(np.random.default_rng(0).permutation(len(y))[:SCATTER_POINTS])
+        data["predicted_vs_actual"] = [{"predicted": r(s[i]), "actual": r(y[i])}
+                                       for i in shown]
         return data
     if pred.task == "binary":
         truth, score = (y == 1).astype(int), s

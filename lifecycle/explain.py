@@ -25,6 +25,9 @@ import pandas as pd
 SCORING = {"binary": "roc_auc", "multiclass": "neg_log_loss",
            "regression": "neg_root_mean_squared_error"}
 LOGIT_UNITS = {"binary": "log-odds", "multiclass": "logit (before softmax)"}
+# The `top` largest weights of one weighted ridge fit per explained row. (LIME's default for up
+# to 6 features is forward selection: about columns x top ridge fits per row, most of the cost.)
+LIME_SELECTION = "highest_weights"
 TREE_MODELS = ("DecisionTree", "ExtraTree", "RandomForest", "ExtraTrees", "GradientBoosting",
                "HistGradientBoosting")
 
@@ -305,6 +308,7 @@ def explain(featurizer, model, frame: pd.DataFrame, y: np.ndarray, ids: list, ta
             for entry, lime in zip(samples, found, strict=True):
                 entry["lime"] = lime
             result["lime"] = {"method": "lime_tabular", "samples": p.lime_samples,
+                              "feature_selection": LIME_SELECTION,
                               "units": units if task == "regression" else "probability"}
         else:
             result["lime"] = {"method": None, "reason": "LIME needs the `lime` package: "
@@ -369,7 +373,7 @@ def lime_explanations(pipeline, frame: pd.DataFrame, sample: pd.DataFrame, task:
         encode(frame), mode="regression" if task == "regression" else "classification",
         feature_names=columns, categorical_features=text,
         categorical_names={j: levels[j] for j in text}, discretize_continuous=True,
-        random_state=seed)
+        feature_selection=LIME_SELECTION, random_state=seed)
     out = []
     for i in range(len(sample)):
         label = int(outputs[i])
@@ -385,6 +389,23 @@ def lime_explanations(pipeline, frame: pd.DataFrame, sample: pd.DataFrame, task:
                                       "weight": float(w)}
                                      for (j, w), cond in zip(weights, said, strict=True)]})
     return out
+
+
+def plot_data(result: dict) -> dict[str, list[dict]]:
+    """The rows behind explain's DVC plots: permutation importance and mean |SHAP| per input
+    column (none without SHAP), and each explained row's top contributions, one bar each."""
+    def bars(values: dict) -> list[dict]:
+        return [{"feature": k, "importance": round(v, 6)} for k, v in values.items()]
+
+    local = [{"contribution": round(f["contribution"], 6),
+              "feature": f"{s['customer']}: {f['feature']} = {_label(f['value'])}"}
+             for s in result["local"]["samples"] for f in s["top_features"]]
+    return {"importance": bars(result["importance"]),
+            "shap": bars(result["shap"].get("mean_abs", {})), "local": local}
+
+
+def _label(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _shown(value, names: dict):

@@ -1,11 +1,11 @@
 """evaluate: score the test split once (no other stage reads it) against a naive baseline, at the
-decision threshold chosen on the validation split; write metrics, plot data and PNGs; stop the DAG
-when the quality gate is missed (after writing them, so the reason is visible)."""
+decision threshold chosen on the validation split; write metrics and plot data (DVC draws them);
+stop the DAG when the quality gate is missed (after writing them, so the reason is visible)."""
 
 import csv
 from pathlib import Path
 
-from lifecycle import cli, evaluation, features, figures, io, metrics, models, params, persistence
+from lifecycle import cli, evaluation, features, io, metrics, models, params, persistence
 from lifecycle.contract import load_contract
 from lifecycle.errors import StageError
 
@@ -15,7 +15,7 @@ def main() -> str:
                      train="train split (only its target is read: it fits the baseline)",
                      contract="data contract (YAML)", featurizer="fitted featurizer (skops)",
                      model="fitted model (skops)", scores="test metrics (JSON)",
-                     plots="folder for plot data", figures="folder for PNG images")
+                     plots="folder for plot data")
     task = params.load("task").type
     derived = params.load("featurize").derived
     p = params.load("evaluate")
@@ -52,8 +52,6 @@ def main() -> str:
                 writer.writerows(rows)
         else:
             io.write_json(rows, outdir / f"{name}.json")
-    figures.evaluation_figures(plots, test, scores["threshold"], scores.get("confusion_matrix"),
-                            args.figures, names)
 
     primary = p.primary_metric
     ci = scores["ci"][primary]

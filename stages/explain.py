@@ -1,7 +1,7 @@
 """explain: global importance of each input column (permutation, SHAP where exact) and local
 explanations of a few sample rows, on the validation split; personal data masked."""
 
-from lifecycle import cli, explain, features, figures, io, models, params, persistence, sampling
+from lifecycle import cli, explain, features, io, models, params, persistence, sampling
 from lifecycle.contract import load_contract, mask
 from lifecycle.evaluation import display_names, rounded
 
@@ -9,8 +9,7 @@ from lifecycle.evaluation import display_names, rounded
 def main() -> str:
     args = cli.paths(__doc__, validation="validation split", contract="data contract (YAML)",
                      featurizer="fitted featurizer (skops)", model="fitted model (skops)",
-                     output="explanations (JSON)", plots="folder for plot data",
-                     figures="folder for PNG images")
+                     output="explanations (JSON)", plots="folder for plot data")
     task = params.load("task").type
     derived = params.load("featurize").derived
     p = params.load("explain")
@@ -31,9 +30,8 @@ def main() -> str:
     result["validation_rows"] = validation_rows  # `rows` of them explained (explain.rows)
 
     io.write_json(rounded(result), args.output)
-    io.write_json([{"feature": k, "importance": round(v, 6)}
-                   for k, v in result["importance"].items()], f"{args.plots}/importance.json")
-    figures.explain_figures(result, args.figures)
+    for name, rows in explain.plot_data(result).items():  # DVC draws them (dvc.yaml plots)
+        io.write_json(rows, f"{args.plots}/{name}.json")
     top = ", ".join(list(result["importance"])[:3])
     shap = result["shap"]
     said = shap["method"] or f"none: {shap['reason']}"

@@ -1,10 +1,11 @@
 """featurize: fit the feature transformations on train only; write feature tables for train and
 validation (features + `target`), the fitted transformer, the feature manifest and its
-importance plot. (The test split is left to evaluate, the one stage that reads it.)"""
+importance plot data (DVC draws it). (The test split is left to evaluate, the one stage that
+reads it.)"""
 
 from pathlib import Path
 
-from lifecycle import cli, features, figures, io, params, persistence
+from lifecycle import cli, features, io, params, persistence
 from lifecycle.contract import load_contract
 
 
@@ -12,8 +13,7 @@ def main() -> str:
     args = cli.paths(__doc__, train="train split", validation="validation split",
                      contract="data contract (YAML)", outdir="folder for feature tables",
                      featurizer="fitted transformer (skops)", manifest="feature manifest (JSON)",
-                     importance="feature importance, DVC plot data (JSON)",
-                     importance_png="feature importance chart (PNG)")
+                     importance="feature importance, DVC plot data (JSON)")
     task, p = params.load("task"), params.load("featurize")
     contract = load_contract(args.contract)
     splits = {"train": io.read_parquet(args.train), "validation": io.read_parquet(args.validation)}
@@ -28,7 +28,6 @@ def main() -> str:
     io.write_json(manifest, args.manifest)
     rows = features.importance_plot_data(manifest)
     io.write_json(rows, args.importance)
-    figures.feature_importance(rows, args.importance_png)
     kinds = ", ".join(f"{n} {t}" for t, n in manifest["by_type"].items() if n)
     return (f"{manifest['count']} features ({kinds}) fitted on {len(frames['train'])} train rows, "
             f"version {manifest['version']}; most informative: {rows[0]['feature']}")

@@ -13,7 +13,6 @@ import yaml
 from sklearn import metrics as skm
 
 from lifecycle import evaluation as ev
-from lifecycle import figures
 from lifecycle.params import BusinessParams, EvaluateParams
 from tests.conftest import ROOT, run
 from tests.helpers_stages import assert_one_error_line, run_stage, set_params
@@ -182,7 +181,7 @@ def test_gate_messages_name_the_metric_and_the_param():
 
 
 @pytest.mark.parametrize("task", ["multiclass", "regression"])
-def test_report_for_multiclass_and_regression(task, tmp_path):
+def test_report_for_multiclass_and_regression(task):
     validation, test, baseline = wine() if task == "multiclass" else diabetes()
     primary = "roc_auc" if task == "multiclass" else "rmse"
     p = params(primary_metric=primary, gate={"worst_acceptable": None, "min_skill": 0.1})
@@ -204,10 +203,13 @@ def test_report_for_multiclass_and_regression(task, tmp_path):
         assert scores["rmse"] < scores["baseline"]["rmse"] and scores["r2"] > 0
         assert scores["lift"]["rmse"] > 0  # lower is better: lift = baseline - model
         assert "confusion_matrix" not in scores and not plots["roc"] and not plots["confusion"]
-    images = figures.evaluation_figures(plots, test, None, scores.get("confusion_matrix"), tmp_path)
-    assert sorted(images) == sorted(p.name for p in tmp_path.glob("*.png")) == (
-        ["calibration.png", "confusion.png", "precision_recall.png", "roc.png"]
-        if task == "multiclass" else ["calibration.png", "predicted_vs_actual.png"])
+    drawn = sorted(name for name, rows in plots.items() if rows)  # DVC draws these files
+    assert drawn == (["calibration", "confusion", "precision_recall", "roc"]
+                     if task == "multiclass" else ["calibration", "predicted_vs_actual"])
+    if task == "regression":
+        points = plots["predicted_vs_actual"]
+        assert len(points) == min(ev.SCATTER_POINTS, scores["test_rows"])
+        assert {round(p["actual"], 6) for p in points} <= {round(v, 6) for v in test.y}
 
 
 def test_curves_are_thinned_and_rounded():
@@ -253,14 +255,14 @@ def test_demo_plots_are_small_and_declared(reproduced):
         assert (reproduced / path).stat().st_size < 60_000, path
     roc = json.loads((reproduced / "metrics/plots/evaluate/roc.json").read_text())
     assert 10 < len(roc) <= 200
-    figures = reproduced / "metrics" / "figures" / "evaluate"
-    assert {p.name for p in figures.glob("*.png")} == {
-        "roc.png", "precision_recall.png", "calibration.png", "confusion.png",
-        "value_by_threshold.png"}
+    assert not (reproduced / "metrics" / "figures").exists()  # vega plots, drawn by DVC
     shown = json.loads(run(["dvc", "plots", "show", "--json"], reproduced).stdout)
     assert not shown.get("errors")
+    regression_only = "metrics/plots/evaluate/predicted_vs_actual.json"
+    assert (reproduced / regression_only).read_text() == "[]\n"  # no rows for a binary task
     for path in declared:
-        assert shown["data"][path][0]["content"]["data"]["values"], path
+        if path != regression_only:
+            assert shown["data"][path][0]["content"]["data"]["values"], path
 
 
 def test_only_evaluate_reads_the_test_split():

@@ -240,9 +240,9 @@ def test_experiments_share_the_cache_and_leave_nothing_behind(swept):
     before, after = swept["cache_before"], swept["cache_after"]
     assert set(before) <= set(after)
     added = sum(size for name, size in after.items() if name not in before)
-    # what the experiments changed: a model and evaluate's figures each; the data is not copied
+    # what the experiments changed: a model and a bundle each; the data is not copied
     changed = (ws / "models" / "model.skops").stat().st_size + sum(
-        p.stat().st_size for p in (ws / "metrics" / "figures" / "evaluate").rglob("*"))
+        p.stat().st_size for p in (ws / "models" / "bundle").rglob("*"))
     data = sum(p.stat().st_size for p in (ws / "data").rglob("*") if p.is_file())
     assert added < 1.5 * len(C_VALUES) * changed + 64_000
     assert added < data

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from lifecycle import explain as ex
-from lifecycle import figures
 from lifecycle.params import ExplainParams
 
 P = ExplainParams(n_repeats=3, samples=4, top_features=4, shap_rows=100, seed=0)
@@ -163,7 +162,7 @@ def test_shap_contributions_add_up_to_the_model_output(task, family):
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
-def test_models_without_exact_shap_get_occlusion(task, tmp_path):
+def test_models_without_exact_shap_get_occlusion(task):
     frame, y, features, model = fitted(task, "mlp")
     ids = [f"row {i}" for i in range(len(frame))]
     result = ex.explain(features, model, frame, y, ids, task, P, {1: "Yes", 0: "No"},
@@ -178,7 +177,11 @@ def test_models_without_exact_shap_get_occlusion(task, tmp_path):
             assert 0 <= s["probability"] <= 1 and s["actual"] in {"Yes", "No"}
     strongest = [s["top_features"][0]["feature"] for s in result["local"]["samples"]]
     assert "signal" in strongest
-    assert sorted(figures.explain_figures(result, tmp_path)) == ["importance.png", "local.png"]
+    plots = ex.plot_data(result)
+    assert [row["feature"] for row in plots["importance"]] == list(result["importance"])
+    assert plots["shap"] == []  # no exact SHAP here: an empty plot, not a missing file
+    assert len(plots["local"]) == sum(len(s["top_features"]) for s in result["local"]["samples"])
+    assert len({row["feature"] for row in plots["local"]}) == len(plots["local"])  # one bar each
 
 
 def test_tree_model_without_shap_installed_says_how_to_get_it():
@@ -216,10 +219,13 @@ def test_demo_explain(reproduced):
         assert 1 / (1 + np.exp(-s["output"])) == pytest.approx(s["probability"], abs=1e-5)
     assert "@" not in text  # no email
     assert not any(str(i) in text for i in split["customer_id"])
-    figures = reproduced / "metrics" / "figures" / "explain"
-    assert {p.name for p in figures.glob("*.png")} == {"importance.png", "local.png"}
     plot = json.loads((reproduced / "metrics/plots/explain/importance.json").read_text())
     assert [row["feature"] for row in plot] == list(result["importance"])
+    shap = json.loads((reproduced / "metrics/plots/explain/shap.json").read_text())
+    assert [row["feature"] for row in shap] == list(result["shap"]["mean_abs"])
+    local = json.loads((reproduced / "metrics/plots/explain/local.json").read_text())
+    assert len(local) == 5 * len(samples[0]["top_features"])
+    assert all(row["feature"].startswith("masked:") for row in local)
 
 
 @pytest.mark.parametrize("task", ["binary", "regression"])
