@@ -9,9 +9,12 @@ rows in = rows scored + rows rejected, always.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,32 +178,45 @@ def score_file(bundle, input_path: str | Path, output: str | Path,
     summary = BatchSummary(version=bundle.version, engine=engine)
     check = InputCheck(bundle)  # the same input check as the API's
     scored_out, rejects_out = ChunkWriter(output), ChunkWriter(rejects)
+
+    def score_and_write(ok: pd.DataFrame, bad: pd.DataFrame) -> None:
+        if len(ok):
+            answers = bundle.predict(ok, engine=engine)
+            out = pd.DataFrame({"row": ok.index.to_numpy()}, index=ok.index)
+            if id_column in ok:
+                out[id_column] = ok[id_column].to_numpy()
+            for column in answers.columns:
+                out[column] = answers[column].to_numpy()
+            out["model_version"] = bundle.version
+            scored_out.write(out)
+            summary.scored += len(out)
+        if len(bad):
+            bad = bad.copy()
+            for column in contract.personal_data:
+                if column in bad:
+                    bad[column] = mask(bad[column].tolist())
+            bad.insert(0, "row", bad.index.to_numpy())
+            rejects_out.write(bad)
+            summary.rejected += len(bad)
+            summary.reasons.update(bad["reason"].astype(str).tolist())
+
+    # Three stages overlap, each on its own thread, chunks in order: reading the next chunk,
+    # checking this one (mostly Python), scoring and writing the one before (ONNX Runtime and
+    # Arrow, which release the GIL). At most a few chunks are in memory at once.
     with tqdm(total=count_rows(input_path), unit=" rows", desc="predict",
-              disable=not progress, mininterval=0.5) as bar:
-        for chunk in read_chunks(input_path, chunk_rows):
+              disable=not progress, mininterval=0.5) as bar, \
+            ThreadPoolExecutor(1, "predict-score") as scoring:
+        pending: Future | None = None
+        for chunk in _prefetched(read_chunks(input_path, chunk_rows)):
             chunk.index = pd.RangeIndex(summary.rows_in, summary.rows_in + len(chunk))
             summary.rows_in += len(chunk)
             ok, bad = check.frame(chunk)
-            if len(ok):
-                answers = bundle.predict(ok, engine=engine)
-                out = pd.DataFrame({"row": ok.index.to_numpy()}, index=ok.index)
-                if id_column in ok:
-                    out[id_column] = ok[id_column].to_numpy()
-                for column in answers.columns:
-                    out[column] = answers[column].to_numpy()
-                out["model_version"] = bundle.version
-                scored_out.write(out)
-                summary.scored += len(out)
-            if len(bad):
-                bad = bad.copy()
-                for column in contract.personal_data:
-                    if column in bad:
-                        bad[column] = mask(bad[column].tolist())
-                bad.insert(0, "row", bad.index.to_numpy())
-                rejects_out.write(bad)
-                summary.rejected += len(bad)
-                summary.reasons.update(bad["reason"].astype(str).tolist())
-            bar.update(len(chunk))
+            if pending is not None:
+                pending.result()
+            pending = scoring.submit(score_and_write, ok, bad)
+            pending.add_done_callback(_advance(bar, len(chunk)))
+        if pending is not None:
+            pending.result()
     scored_out.close(["row", id_column, "prediction", "model_version"])
     rejects_out.close(["row", "reason"])
     if summary.scored + summary.rejected != summary.rows_in:
@@ -209,13 +225,46 @@ def score_file(bundle, input_path: str | Path, output: str | Path,
     return summary
 
 
+def _advance(bar, rows: int):
+    """A future's done-callback that moves the progress bar by `rows`."""
+    return lambda _future: bar.update(rows)
+
+
+def _prefetched(chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """The chunks of `chunks`, the next one read by a thread of its own while the caller
+    works on this one (one chunk ahead at most); its errors are raised here, in order."""
+    ahead: queue.Queue = queue.Queue(maxsize=1)
+    done = object()
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                ahead.put(chunk)
+            ahead.put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
+            ahead.put(exc)
+
+    threading.Thread(target=read, name="predict-read", daemon=True).start()
+    while (item := ahead.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def load_batch_bundle(path: str | Path):
+    """The bundle as batch scoring runs it (manifest checked): ONNX Runtime on one thread,
+    as the chunk being scored already runs beside the next one being checked, and idle
+    worker threads spinning would take CPU from that (and from the machine's other work)."""
+    from lifecycle.packaging.runtime import load_bundle
+
+    return load_bundle(path, threads=1)
+
+
 def run(bundle_path: str | Path, input_path: str | Path, output: str | Path,
         rejects: str | Path | None = None, chunk_rows: int = 50_000,
         engine: str = "onnx") -> str:
     """Load the bundle (manifest checked) and score the file; returns the summary line."""
-    from lifecycle.packaging.runtime import load_bundle
-
-    bundle = load_bundle(bundle_path)
+    bundle = load_batch_bundle(bundle_path)
     start = time.perf_counter()
     output = Path(output)
     summary = score_file(bundle, input_path, output, rejects, chunk_rows, engine)

@@ -211,8 +211,11 @@ class InputCheck:
 
         values = pa.array(column, from_pandas=True)
         long = pc.fill_null(pc.greater(pc.utf8_length(values), self.limits[name]), False)
-        control = pc.fill_null(pc.match_substring_regex(values, CONTROL.pattern), False)
         long = long.to_numpy(zero_copy_only=False)
-        control = control.to_numpy(zero_copy_only=False) & ~long
+        if pc.all(pc.utf8_is_printable(values)).as_py() is not False:  # the usual case: no
+            control = np.zeros(len(values), dtype=bool)  # control character anywhere (cheap)
+        else:
+            control = pc.fill_null(pc.match_substring_regex(values, CONTROL.pattern), False)
+            control = control.to_numpy(zero_copy_only=False) & ~long
         return [(label, rows) for label, rows in ((f"control_characters:{name}", control),
                                                   (f"too_long:{name}", long)) if rows.any()]
