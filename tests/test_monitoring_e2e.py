@@ -12,14 +12,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import ROOT, make_workspace, run
 from tests.helpers_serving import BIN, Server
 
 
-def test_simulated_concept_shift_is_caught_by_the_monitoring_pipeline(reproduced: Path,
-                                                                       tmp_path: Path):
+@pytest.fixture(scope="module")
+def monitored(reproduced: Path, tmp_path_factory) -> Path:
+    """A project whose monitoring pipeline has judged an export of simulated traffic: 300
+    unshifted requests, then 300 with a concept shift, all with feedback."""
+    tmp_path = tmp_path_factory.mktemp("monitored")
     ws = make_workspace(tmp_path / "project")
     shutil.copytree(ROOT / "monitoring", ws / "monitoring",
                     ignore=shutil.ignore_patterns("out", "dvc.lock"))
@@ -46,7 +50,11 @@ def test_simulated_concept_shift_is_caught_by_the_monitoring_pipeline(reproduced
     run([sys.executable, "-m", "lifecycle.serving", "export", "--registry", registry,
          "--output", "data/registry/predictions.parquet"], ws)
     run(["dvc", "repro", "--single-item", "monitoring/dvc.yaml:monitor"], ws)
+    return ws
 
+
+def test_simulated_concept_shift_is_caught_by_the_monitoring_pipeline(monitored: Path):
+    ws = monitored
     metrics = json.loads((ws / "metrics" / "monitoring.json").read_text())
     assert metrics["windows_judged"] == 2 and metrics["rows"]["judged"] == 600
     results = json.loads((ws / "monitoring" / "out" / "results.json").read_text())
@@ -74,7 +82,11 @@ def test_simulated_concept_shift_is_caught_by_the_monitoring_pipeline(reproduced
     again = run(["dvc", "repro", "--single-item", "monitoring/dvc.yaml:monitor"], ws)
     assert "didn't change, skipping" in again.stdout or "up to date" in again.stdout
 
-    # and forced to judge them again, in a new process, it writes every output byte for byte
+
+def test_two_runs_on_one_export_write_identical_bytes(monitored: Path):
+    # forced to judge the same export and bundle again, in a new process, the stage writes
+    # every output of monitoring/dvc.yaml byte for byte (no clock, no unseeded draw)
+    ws = monitored
     first_run = outputs(ws)
     assert set(first_run) >= {"monitoring/out/results.json", "monitoring/out/dashboard.html",
                               "monitoring/out/monitoring.prom", "metrics/monitoring.json",

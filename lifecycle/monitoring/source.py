@@ -13,11 +13,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from lifecycle.errors import StageError
 
 KEEP = ("request_id", "created_at", "model_version", "prediction", "outcome", "received_at")
+REQUIRED = ("role", "created_at", "model_version", "prediction", "probability")
 
 
 def is_url(source: str) -> bool:
@@ -36,12 +38,21 @@ def read(source: str | Path, fields: list[str]) -> pd.DataFrame:
     path = Path(source)
     if not path.is_file():
         raise StageError(f"{path}: no registry export (run `make registry-export`)")
-    frame = pd.read_parquet(path)
-    missing = [c for c in ("role", "created_at", "model_version", "prediction", "probability")
-               if c not in frame.columns]
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    missing = [c for c in REQUIRED if c not in schema.names]
     if missing:
         raise StageError(f"{path}: not a registry export, columns {missing} are missing")
-    frame = frame[frame["role"] == "served"]
+    # only what the checks read (an export also holds ids, masked personal data, shadows);
+    # text columns as categories: a million answers repeat a few values per column, and
+    # decoded one string per row they would triple the run's peak memory
+    wanted = [c for c in dict.fromkeys([*REQUIRED, *(f"input.{n}" for n in fields), *KEEP])
+              if c in schema.names]
+    text = [c for c in wanted if c != "request_id" and str(schema.field(c).type) in (
+        "string", "large_string")]
+    frame = pd.read_parquet(path, columns=wanted, filters=[("role", "==", "served")],
+                            read_dictionary=text)
     out = pd.DataFrame(index=frame.index)
     for name in fields:  # a field never recorded stays all-null: data quality reports it
         column = f"input.{name}"
@@ -53,5 +64,24 @@ def read(source: str | Path, fields: list[str]) -> pd.DataFrame:
     out["score"] = score.astype("float64")
     for name in KEEP:
         out[name] = frame[name] if name in frame.columns else pd.NA
-    out = out.sort_values(["created_at", "request_id"], kind="stable").reset_index(drop=True)
-    return out
+    del frame
+    keys = ["created_at", "request_id"]
+    if not in_order(out, keys):  # an export in time order (the usual) is not copied again
+        out = out.sort_values(keys, kind="stable")
+    return out.reset_index(drop=True)
+
+
+def in_order(frame: pd.DataFrame, keys: list[str]) -> bool:
+    """Whether the rows are already sorted by the two `keys` (no nulls among them)."""
+    first, second = (frame[k] for k in keys)
+    if len(frame) < 2:
+        return True
+    if first.isna().any() or second.isna().any():
+        return False
+    a = first.to_numpy(dtype="datetime64[us]") if isinstance(
+        first.dtype, pd.DatetimeTZDtype) else first.to_numpy()  # not an array of Timestamps
+    if (a[1:] < a[:-1]).any():
+        return False
+    tied = np.flatnonzero(a[1:] == a[:-1])  # only ties need the second key
+    return bool((second.iloc[tied + 1].to_numpy(dtype=object)
+                 >= second.iloc[tied].to_numpy(dtype=object)).all())
