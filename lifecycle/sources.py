@@ -32,6 +32,7 @@ class Collected:
     frame: pd.DataFrame
     rejected: pd.DataFrame = field(default_factory=lambda: rejected_frame([]))
     lines: Counter = field(default_factory=Counter)   # data_lines = rows + rejected, blank
+    events: list[dict] | None = None   # a stream: the events that held no record, with why
 
 
 def rejected_frame(records: list[dict]) -> pd.DataFrame:
@@ -50,6 +51,24 @@ def read_source(source: SqlSource | FilesSource | HttpSource | StreamSource) -> 
                   f"{first_rejection(got.rejected)})" if got.lines["rejected"] else "")
         raise StageError(f"source returned no rows: {describe(source)}{detail}")
     return got
+
+
+def write_snapshot(source, path: str | Path) -> Collected:
+    """Read the source named in params into the raw snapshot at `path` (Parquet). A SQLite
+    source is streamed (`stream_sqlite`); any other is read whole and made storable
+    (`snapshot_frame`). Returns what was rejected; the rows are in the file, not the result."""
+    if source.kind == "sql" and stream_sqlite(source, path):
+        if not snapshot_summary(path)[0]:
+            Path(path).unlink()
+            raise StageError(f"source returned no rows: {describe(source)}")
+        return Collected(pd.DataFrame())
+    from lifecycle.io import write_parquet
+
+    got = read_source(source)
+    frame = snapshot_frame(got.frame)
+    write_parquet(frame, path)
+    events = frame.attrs.get("rejected_events")
+    return Collected(pd.DataFrame(), got.rejected, got.lines, events)
 
 
 def first_rejection(rejected: pd.DataFrame) -> str:
@@ -94,6 +113,84 @@ def read_sql(source: SqlSource) -> pd.DataFrame:
     finally:
         if "engine" in locals():
             engine.dispose()
+
+
+SNAPSHOT_ROW_GROUP = 1 << 17   # rows per Parquet row group of a streamed snapshot
+SQLITE_BATCH_ROWS = 1 << 16    # rows per Arrow batch from SQLite (types inferred on the first)
+# How the SQLite driver writes a REAL it had to turn into text (a column mixing numbers and
+# text): six digits, not the value. Such a column goes through `read_sql`, which keeps them all.
+_REAL_AS_TEXT = r"^[-+]?[0-9]\.[0-9]{6}e[-+][0-9]{2,3}$"
+
+
+class _NotStreamable(Exception):
+    """The source's values do not keep one type per column: read it the general way."""
+
+
+def stream_sqlite(source: SqlSource, path: str | Path,
+                  batch_rows: int = SQLITE_BATCH_ROWS) -> bool:
+    """A SQLite source read as Arrow record batches (ADBC) and streamed into the Parquet
+    snapshot at `path`: no Python object per value, memory bounded by a row group.
+
+    Returns False, writing nothing, when this does not apply: another database, or a column
+    whose values are not of one type (SQLite stores 'abc' in an INTEGER column). `read_sql`
+    then reads the source, and `snapshot_frame` turns such a column into text."""
+    url = _expand_env(source.url)
+    if not url.startswith("sqlite:///"):
+        return False
+    database = url.removeprefix("sqlite:///")
+    if not Path(database).is_file():
+        raise StageError(f"SQLite database not found: {database}")
+    import adbc_driver_sqlite.dbapi as adbc
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    def check(batch: pa.RecordBatch) -> pa.RecordBatch:
+        for column, kind in zip(batch.columns, batch.schema.types, strict=True):
+            if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+                raise _NotStreamable
+            if pa.types.is_string(kind) and pc.any(
+                    pc.match_substring_regex(column, _REAL_AS_TEXT)).as_py():
+                raise _NotStreamable
+        return batch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with adbc.connect(database) as con, con.cursor() as cursor:
+            cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
+            cursor.execute(source.query)
+            reader = cursor.fetch_record_batch()
+            with pq.ParquetWriter(partial, reader.schema, compression="zstd") as writer:
+                pending: list = []
+                for batch in reader:
+                    pending.append(check(batch))
+                    if sum(b.num_rows for b in pending) >= SNAPSHOT_ROW_GROUP:
+                        writer.write_table(pa.Table.from_batches(pending),
+                                           row_group_size=SNAPSHOT_ROW_GROUP)
+                        pending = []
+                if pending:
+                    writer.write_table(pa.Table.from_batches(pending),
+                                       row_group_size=SNAPSHOT_ROW_GROUP)
+    except _NotStreamable:
+        partial.unlink(missing_ok=True)
+        return False
+    except (adbc.Error, OSError) as exc:   # errors met while streaming arrive as OSError
+        partial.unlink(missing_ok=True)
+        if "type mismatch" in str(exc).lower():   # a later batch changed a column's type
+            return False
+        raise StageError(f"SQL source failed ({_redact(url)}): {_first_line(exc)}") from exc
+    partial.replace(path)
+    return True
+
+
+def snapshot_summary(path: str | Path) -> tuple[int, dict[str, str]]:
+    """Rows and column types (Arrow's names) of a Parquet snapshot, from its footer."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path)
+    return meta.metadata.num_rows, {f.name: str(f.type) for f in meta.schema_arrow}
 
 
 def read_files(source: FilesSource) -> pd.DataFrame:
@@ -325,26 +422,27 @@ def snapshot_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def manifest(source, got: Collected, frame: pd.DataFrame, snapshot_sha256: str) -> dict:
+def manifest(source, got: Collected, snapshot: str | Path, snapshot_sha256: str) -> dict:
     """What was collected: source, rows, what was rejected by reason (text files: data lines
-    read = rows + rejected; a stream: the events that held no record), columns with types,
-    and the snapshot's content hash."""
+    read = rows + rejected; a stream: the events that held no record), the snapshot's columns
+    with their (Arrow) types, and its content hash."""
+    rows, columns = snapshot_summary(snapshot)
     lines = ({k: int(got.lines[k]) for k in ("files", "data_lines", "rows", "rejected", "blank")}
              if "data_lines" in got.lines else {})
-    if "data_lines" in lines and lines["data_lines"] != len(frame) + len(got.rejected):
-        raise AssertionError(f"line accounting broken: {lines} vs {len(frame)} rows")
-    events = frame.attrs.get("rejected_events", [])   # a stream: events holding no record
+    if "data_lines" in lines and lines["data_lines"] != rows + len(got.rejected):
+        raise AssertionError(f"line accounting broken: {lines} vs {rows} rows")
+    events = got.events or []
     reasons = Counter(r.split(":")[0] for r in [*got.rejected["reason"],
                                                  *(e["reason"] for e in events)])
     out = {
         "source": describe(source),
-        "rows": len(frame),
+        "rows": rows,
         "rows_rejected": len(got.rejected) + len(events),
         "rejected_reasons": dict(sorted(reasons.items())),
         **({"lines": lines} if lines else {}),
-        "columns": {name: str(dtype) for name, dtype in frame.dtypes.items()},
+        "columns": columns,
         "sha256": snapshot_sha256,
     }
-    if "rejected_events" in frame.attrs:
-        out["rejected_events"] = frame.attrs["rejected_events"]
+    if got.events is not None:
+        out["rejected_events"] = got.events
     return out

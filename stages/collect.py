@@ -10,20 +10,18 @@ def main() -> str:
                      manifest="manifest (JSON)")
     p = params.load("collect")
     source = sources.pin(p.source, args.manifest)  # a stream: the range of events, fixed
-    got = sources.read_source(source)
-    frame = sources.snapshot_frame(got.frame)
-    io.write_parquet(frame, args.snapshot)
+    got = sources.write_snapshot(source, args.snapshot)
     io.write_parquet(got.rejected, args.rejected)
     digest = io.sha256_file(args.snapshot)
-    io.write_json(sources.manifest(source, got, frame, digest), args.manifest)
+    manifest = sources.manifest(source, got, args.snapshot, digest)
+    io.write_json(manifest, args.manifest)
     sources.check_rejected(got, p.max_rejected_share)
-    events = frame.attrs.get("rejected_events")
     rejected = (f"; {len(got.rejected)} line(s) rejected -> {args.rejected}"
                 if len(got.rejected) else "")
-    return (f"{len(frame)} rows x {frame.shape[1]} columns from {p.source.kind} "
-            f"-> {args.snapshot} (sha256 {digest[:12]}){rejected}"
-            + (f"; {len(events)} events held no record (reasons in {args.manifest})"
-               if events else ""))
+    return (f"{manifest['rows']} rows x {len(manifest['columns'])} columns from "
+            f"{p.source.kind} -> {args.snapshot} (sha256 {digest[:12]}){rejected}"
+            + (f"; {len(got.events)} events held no record (reasons in {args.manifest})"
+               if got.events else ""))
 
 
 if __name__ == "__main__":

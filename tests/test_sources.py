@@ -21,7 +21,10 @@ from urllib.parse import parse_qs, urlsplit
 import pandas as pd
 import pytest
 
+from lifecycle import sources
+from lifecycle.errors import StageError
 from lifecycle.io import sha256_file
+from lifecycle.params import SqlSource
 from tests.helpers_stages import (
     assert_one_error_line,
     run_stage,
@@ -74,6 +77,55 @@ def test_sqlite_source_snapshot_and_manifest(demo_sqlite, baseline, tmp_path):
                                   "query": "SELECT * FROM customers ORDER BY customer_id"}
     assert list(manifest["columns"]) == list(snapshot.columns)
     pd.testing.assert_frame_equal(snapshot, read_table(demo_sqlite), check_dtype=False)
+
+
+def _sqlite(path: Path, rows: list[tuple]) -> SqlSource:
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE t (id INTEGER, name TEXT, amount REAL, seats INTEGER)")
+        con.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", rows)
+    con.close()
+    return SqlSource(kind="sql", url=f"sqlite:///{path}", query="SELECT * FROM t ORDER BY id")
+
+
+def _general(source: SqlSource) -> pd.DataFrame:
+    """The rows as the general SQL reader gives them, made storable."""
+    return sources.snapshot_frame(sources.read_sql(source))
+
+
+def test_sqlite_is_streamed_batch_by_batch_with_the_general_readers_rows(tmp_path):
+    rows = [(i, f"name {i}", i / 7, None if i % 3 else i) for i in range(2_500)]
+    source = _sqlite(tmp_path / "db.sqlite", rows)
+    snapshot = tmp_path / "snapshot.parquet"
+    assert sources.stream_sqlite(source, snapshot, batch_rows=1_000)   # three batches
+    streamed = pd.read_parquet(snapshot)
+    assert sources.snapshot_summary(snapshot)[0] == len(streamed) == 2_500
+    pd.testing.assert_frame_equal(streamed, _general(source), check_dtype=False)
+    assert streamed["amount"].tolist() == [i / 7 for i in range(2_500)]   # every digit kept
+
+
+@pytest.mark.parametrize("where", [50, 250], ids=["first-batch", "later-batch"])
+def test_sqlite_column_of_mixed_types_takes_the_general_path(where, tmp_path):
+    """SQLite keeps 'abc' in an INTEGER column, and text in a REAL one: such a source is not
+    streamed (the driver would stop, or write the numbers with six digits), nothing is left
+    behind, and write_snapshot's snapshot is the general reader's, numbers and text intact."""
+    rows = [(i, f"name {i}", i / 7, i) for i in range(300)]
+    rows[where] = (where, "name", "not a number", "abc")
+    source = _sqlite(tmp_path / "db.sqlite", rows)
+    snapshot = tmp_path / "snapshot.parquet"
+    assert not sources.stream_sqlite(source, snapshot, batch_rows=100)
+    assert not list(tmp_path.glob("snapshot.parquet*"))
+    sources.write_snapshot(source, snapshot)
+    written = pd.read_parquet(snapshot)
+    pd.testing.assert_frame_equal(written, _general(source))
+    assert written.loc[where, "seats"] == "abc" and written.loc[1, "seats"] == "1"
+    assert written.loc[1, "amount"] == str(1 / 7)   # all its digits, as text
+
+
+def test_sqlite_query_error_is_one_clear_error(tmp_path):
+    source = _sqlite(tmp_path / "db.sqlite", [(1, "a", 1.0, 1)])
+    with pytest.raises(StageError, match=r"SQL source failed .*no such table: missing"):
+        sources.stream_sqlite(source.model_copy(update={"query": "SELECT * FROM missing"}),
+                              tmp_path / "snapshot.parquet")
 
 
 # --- SQL: PostgreSQL -----------------------------------------------------------------------
