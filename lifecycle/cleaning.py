@@ -31,17 +31,35 @@ def make_coherent(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame
         if spec is None:
             coherent[name] = values
             continue
-        typed = _as_type(values if _holds_dates(values) else _tidy_text(values), spec)
+        tidy = values if _holds_dates(values) else _tidy_text(values)
+        typed = _as_type(tidy, spec)
         coherent[name] = typed
-        unreadable[name] = _present(values) & typed.isna()
+        # text: present unless blank (tidy text is null exactly then); other values: not null
+        present = tidy.notna() if tidy is not values else _present(values)
+        unreadable[name] = present & typed.isna()
     return pd.DataFrame(coherent, index=frame.index), pd.DataFrame(unreadable, index=frame.index)
+
+
+# Python's `\s` (str.isspace) in RE2's words, checked equal on every code point (tests): Arrow's
+# regex engine collapses whitespace in C++, where pandas would call Python's re once per value.
+_WHITESPACE_RUN = r"[\t\n\x{0b}\f\r\x{1c}-\x{1f}\x{85}\p{Z}]+"
+# A value the collapse would change: whitespace other than a plain space, or two in a row. Most
+# columns hold none, and a match costs less than a replace.
+_NEEDS_COLLAPSE = (r"[\t\n\x{0b}\f\r\x{1c}-\x{1f}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}"
+                   r"\x{2029}\x{202f}\x{205f}\x{3000}]|[\t\n\x{0b}\f\r\x{1c}-\x{1f}\x{85}\p{Z}]{2}")
 
 
 def _tidy_text(values: pd.Series) -> pd.Series:
     """Strip and collapse whitespace in text; an empty string means missing."""
     if values.dtype.kind in "biufcmM":
         return values
-    text = values.astype("string").str.strip().str.replace(r"\s+", " ", regex=True)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = pa.array(values.astype("string").str.strip().array)
+    if pc.any(pc.match_substring_regex(text, _NEEDS_COLLAPSE)).as_py():
+        text = pc.replace_substring_regex(text, _WHITESPACE_RUN, " ")
+    text = pd.Series(pd.arrays.ArrowStringArray(text), index=values.index)
     return text.mask(text == "")
 
 
@@ -58,18 +76,24 @@ def _as_type(values: pd.Series, spec: ColumnSpec) -> pd.Series:
     if spec.type == "float":
         return _as_float(values)
     if spec.type == "bool":
-        text = values.astype("string").str.lower()
-        return text.map(lambda v: True if v in _TRUE else False if v in _FALSE else pd.NA,
-                        na_action="ignore").astype("boolean")
+        return _by_distinct(values.astype("string").str.lower(), "boolean",
+                            lambda v: True if v in _TRUE else False if v in _FALSE else pd.NA)
     if spec.type == "datetime":
         return parse_datetimes(values, spec)[0]
     text = values.astype("string")
     if spec.type == "category" and spec.allowed:
         canonical = {spelling_key(a): a for a in spec.allowed}
-        uniques = text.dropna().unique()
-        fixes = {u: canonical.get(spelling_key(u), u) for u in uniques}
-        text = text.map(fixes, na_action="ignore").astype("string")
+        text = _by_distinct(text, "string", lambda u: canonical.get(spelling_key(u), u))
     return text
+
+
+def _by_distinct(values: pd.Series, dtype: str, convert) -> pd.Series:
+    """`convert` applied to each distinct non-null value once, then spread over the rows (a
+    million rows of a category hold a handful of values)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    converted = pd.array([convert(u) for u in uniques], dtype=dtype)
+    return pd.Series(pd.api.extensions.take(converted, codes, allow_fill=True),
+                     index=values.index)
 
 
 FLOAT_LIMIT = float(np.finfo(np.float32).max)   # the ONNX model computes in float32
@@ -183,9 +207,9 @@ def remove_rows(
     def mark(mask: pd.Series, why: str) -> None:
         reason[mask & reason.isna()] = why
 
-    order = frame.sort_values(
-        [c for c in (contract.event_time, contract.id) if c], kind="stable", ascending=False
-    ) if contract.event_time else frame
+    keys = [c for c in (contract.event_time, contract.id) if c]
+    order = frame[keys].sort_values(keys, kind="stable", ascending=False) \
+        if contract.event_time else frame[keys]   # the keys alone: no copy of every column
     older = order.duplicated(subset=[contract.id], keep="first").reindex(frame.index)
     mark(older, "older_version_of_id")
     if drop_missing_target:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
@@ -77,9 +78,12 @@ def judge(raw: pd.DataFrame, contract: Contract, as_of: pd.Timestamp) -> Verdict
         first = first.mask(first.isna() & rows, reason)
     bad = first.notna()
     quarantine = raw[bad].copy()
-    quarantine["failed_checks"] = [
-        "; ".join(reason for reason, rows in failures if rows.at[i]) for i in quarantine.index
-    ]
+    is_bad = bad.to_numpy()
+    failed = np.column_stack([rows.to_numpy(dtype=bool)[is_bad] for _, rows in failures]) \
+        if failures else np.zeros((int(is_bad.sum()), 0), bool)
+    reasons = [reason for reason, _ in failures]
+    quarantine["failed_checks"] = ["; ".join(r for r, hit in zip(reasons, row, strict=True) if hit)
+                                   for row in failed.tolist()]
     for column in contract.personal_data:
         if column != contract.id:
             quarantine[column] = mask(quarantine[column].tolist())
