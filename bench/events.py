@@ -16,7 +16,7 @@ The machine's load average is printed with the figures: it is shared, and the nu
 with it.
 
 Usage: python bench/events.py [--bundle models/bundle] [--rows data/processed/validation.parquet]
-       [--backlog 200000] [--rates 25000,50000] [--seconds 10] [--batch 1000] [--workers 1]
+       [--backlog 200000] [--rates 25000,50000] [--seconds 10] [--batch 5000] [--workers 1]
        [--requests 20000]
 """
 
@@ -209,7 +209,7 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=200_000)
     parser.add_argument("--rates", default="25000,50000", help="steady rates, events/s")
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--batch", type=int, default=1000, help="the worker's micro-batch")
+    parser.add_argument("--batch", type=int, default=5000, help="the worker's micro-batch")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (one group)")
     parser.add_argument("--requests", type=int, default=20_000, help="HTTP requests at c=32")
     args = parser.parse_args()

@@ -41,7 +41,10 @@ def main(argv: list[str] | None = None) -> None:
     consume.add_argument("--bundle", default="models/bundle")
     consume.add_argument("--redis", default=redis_url, help="redis://[:${VAR}@]host:port/db")
     consume.add_argument("--registry", default=os.environ.get("REGISTRY_URL", DEFAULT_URL))
-    consume.add_argument("--durability", choices=["normal", "full"], default="normal")
+    consume.add_argument("--durability", choices=["normal", "full"], default="full",
+                         help="SQLite: full (default) fsyncs each micro-batch's commit, so an "
+                         "answer published is recorded even after a power loss; normal "
+                         "survives a crash of the worker only")
     consume.add_argument("--requests", default=names.requests, help="input stream")
     consume.add_argument("--answers", default=names.answers, help="output stream")
     consume.add_argument("--dead-letter", default=names.dead_letter)
