@@ -38,6 +38,7 @@ class Verdict:
     quarantine: pd.DataFrame   # rows that do not, as received, with `failed_checks`
     first_reason: pd.Series    # per quarantined row, the first check it failed
     scores: dict               # the four dimensions and the detail behind them
+    counts: dict               # what the scores are made of; adds up over parts of a table
 
 
 def check_columns(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
@@ -54,8 +55,12 @@ def check_columns(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     return frame.drop(columns=extra)
 
 
-def judge(raw: pd.DataFrame, contract: Contract, as_of: pd.Timestamp) -> Verdict:
-    """Every row of `raw` either meets the contract or is quarantined with its reasons."""
+def judge(raw: pd.DataFrame, contract: Contract, as_of: pd.Timestamp,
+          conflicting_ids: set | None = None) -> Verdict:
+    """Every row of `raw` either meets the contract or is quarantined with its reasons.
+
+    `conflicting_ids`: when `raw` is one part of a larger table, the ids that table holds with
+    differing content (None: found in `raw` itself)."""
     raw = check_columns(raw, contract)
     coherent, unreadable = make_coherent(raw, contract)
     failures: list[tuple[str, pd.Series]] = []   # (reason, rows failing), in reporting order
@@ -89,9 +94,12 @@ def judge(raw: pd.DataFrame, contract: Contract, as_of: pd.Timestamp) -> Verdict
             quarantine[column] = mask(quarantine[column].tolist())
     quarantine = quarantine.astype({c: "string" for c in raw.columns if raw[c].dtype == object})
 
-    scores = _scores(raw, coherent, unreadable, contract, as_of, failures, rule_failures,
-                     future)
-    return Verdict(coherent[~bad], quarantine, first[bad], scores)
+    conflicting = (_conflicting_ids(coherent, contract) if conflicting_ids is None
+                   else coherent[contract.id].isin(conflicting_ids).fillna(False))
+    counts = score_counts(raw, coherent, unreadable, contract, as_of, failures, rule_failures,
+                          future, conflicting)
+    return Verdict(coherent[~bad], quarantine, first[bad], scores_from_counts(counts, contract),
+                   counts)
 
 
 def _schema_failures(coherent, contract, unreadable) -> list[tuple[str, pd.Series]]:
@@ -151,43 +159,83 @@ def _future_rows(coherent, contract, as_of):
     return (coherent[contract.event_time] > limit).fillna(False)
 
 
-def _scores(raw, coherent, unreadable, contract, as_of, failures, rule_failures, future) -> dict:
-    n = max(len(raw), 1)
+def score_counts(raw, coherent, unreadable, contract, as_of, failures, rule_failures, future,
+                 conflicting) -> dict:
+    """The counts behind the four scores; `add_counts` sums them over parts of a table."""
     value_failure = pd.Series(False, index=raw.index)
     for reason, rows in failures:
         if reason.split(":")[0] in ("wrong_type", "ambiguous_date", "out_of_range",
                                     "unknown_category", "future_timestamp"):
             value_failure |= rows
     nulls = coherent[list(contract.columns)].isna() & ~unreadable[list(contract.columns)]
-    null_share = (nulls.sum() / n).round(6)
-
-    conflicting = _conflicting_ids(coherent, contract)
     inconsistent = conflicting.copy()
     for _, rows in rule_failures:
         inconsistent |= rows
-
-    timeliness, fresh_detail = 1.0, {}
+    counts = {"rows": len(raw), "value_failures": int(value_failure.sum()),
+              "nulls": {c: int(v) for c, v in nulls.sum().items()},
+              "inconsistent": int(inconsistent.sum()), "conflicting": int(conflicting.sum()),
+              "failures": {reason: int(rows.sum()) for reason, rows in failures},
+              "rule_failures": {reason: int(rows.sum()) for reason, rows in rule_failures}}
     if contract.event_time and contract.freshness:
         stamps = coherent[contract.event_time]
         oldest_allowed = as_of - pd.Timedelta(days=contract.freshness.max_age_days)
         fresh = (stamps >= oldest_allowed) & ~(future if future is not None else False)
-        timeliness = float(fresh.sum() / max(stamps.notna().sum(), 1))
-        fresh_detail = {"as_of": as_of.isoformat(), "max_age_days": contract.freshness.max_age_days,
-                        "newest": _iso(stamps.max()), "oldest": _iso(stamps.min()),
-                        "stale_rows": int((stamps < oldest_allowed).sum()),
-                        "future_rows": int(future.sum()) if future is not None else 0}
+        counts["time"] = {"as_of": as_of.isoformat(), "fresh": int(fresh.sum()),
+                          "stamped": int(stamps.notna().sum()),
+                          "stale_rows": int((stamps < oldest_allowed).sum()),
+                          "future_rows": int(future.sum()) if future is not None else 0,
+                          "newest": stamps.max(), "oldest": stamps.min()}
+    return counts
+
+
+def add_counts(parts: list[dict]) -> dict:
+    """The counts of a table from the counts of its parts (rows split in any way)."""
+    def add(a, b):
+        if isinstance(a, dict):
+            return {k: add(a[k], b[k]) if k in b else a[k] for k in a} | \
+                {k: v for k, v in b.items() if k not in a}
+        return a + b
+
+    total = parts[0]
+    for part in parts[1:]:
+        times = [t for t in (total.get("time"), part.get("time")) if t]
+        total = add({k: v for k, v in total.items() if k != "time"},
+                    {k: v for k, v in part.items() if k != "time"})
+        if times:
+            merged = dict(times[0])
+            if len(times) == 2:
+                for key in ("fresh", "stamped", "stale_rows", "future_rows"):
+                    merged[key] = times[0][key] + times[1][key]
+                stamps = pd.Series([t[k] for t in times for k in ("newest", "oldest")])
+                merged["newest"], merged["oldest"] = stamps.max(), stamps.min()
+            total["time"] = merged
+    return total
+
+
+def scores_from_counts(counts: dict, contract: Contract) -> dict:
+    """The four dimensions and the detail behind them."""
+    n = max(counts["rows"], 1)
+    timeliness, fresh_detail = 1.0, {}
+    if "time" in counts:
+        t = counts["time"]
+        timeliness = float(t["fresh"] / max(t["stamped"], 1))
+        fresh_detail = {"as_of": t["as_of"], "max_age_days": contract.freshness.max_age_days,
+                        "newest": _iso(t["newest"]), "oldest": _iso(t["oldest"]),
+                        "stale_rows": t["stale_rows"], "future_rows": t["future_rows"]}
+    null_share = (pd.Series(counts["nulls"], dtype="float64") / n).round(6)
     return {
-        "accuracy": round(1 - value_failure.sum() / n, 6),
-        "completeness": round(1 - nulls.to_numpy().sum() / (n * len(contract.columns)), 6),
-        "consistency": round(1 - inconsistent.sum() / n, 6),
+        "accuracy": round(1 - counts["value_failures"] / n, 6),
+        "completeness": round(1 - sum(counts["nulls"].values()) / (n * len(contract.columns)),
+                              6),
+        "consistency": round(1 - counts["inconsistent"] / n, 6),
         "timeliness": round(timeliness, 6),
         "detail": {
-            "rows": len(raw),
-            "accuracy": {reason: int(rows.sum()) for reason, rows in failures
-                         if rows.any() and not reason.startswith(("rule:", "null_not"))},
+            "rows": counts["rows"],
+            "accuracy": {reason: k for reason, k in counts["failures"].items()
+                         if k and not reason.startswith(("rule:", "null_not"))},
             "completeness": {c: float(v) for c, v in null_share.items() if v > 0},
-            "consistency": {"conflicting_duplicate_ids": int(conflicting.sum()),
-                            **{reason: int(rows.sum()) for reason, rows in rule_failures}},
+            "consistency": {"conflicting_duplicate_ids": counts["conflicting"],
+                            **counts["rule_failures"]},
             "timeliness": fresh_detail,
         },
     }

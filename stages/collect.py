@@ -1,7 +1,7 @@
 """collect: read the source named in params and write an immutable raw snapshot, the lines
 that could not be read as rows (with file, line and reason), and a manifest."""
 
-from lifecycle import cli, io, params, sources
+from lifecycle import cli, io, params, scale, sources
 
 
 def main() -> str:
@@ -9,6 +9,9 @@ def main() -> str:
                      rejected="lines rejected, with their reason (Parquet)",
                      manifest="manifest (JSON)")
     p = params.load("collect")
+    if (engine := scale.load()).kind == "dask":   # the same outputs, on a cluster
+        from lifecycle.scale import collect as run
+        return run.collect(args, p, engine)
     source = sources.pin(p.source, args.manifest)  # a stream: the range of events, fixed
     got = sources.write_snapshot(source, args.snapshot)
     io.write_parquet(got.rejected, args.rejected)

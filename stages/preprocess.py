@@ -2,7 +2,7 @@
 
 Learns nothing from the data (no imputation or scaling: featurize fits those on train)."""
 
-from lifecycle import cleaning, cli, io, params
+from lifecycle import cleaning, cli, io, params, scale
 from lifecycle.accounting import row_report
 from lifecycle.contract import load_contract, mask
 
@@ -13,6 +13,9 @@ def main() -> str:
                      metrics="row accounting (JSON)")
     p = params.load("preprocess")
     contract = load_contract(args.contract)
+    if (engine := scale.load()).kind == "dask":   # the same outputs, on a cluster
+        from lifecycle.scale import preprocess as run
+        return run.preprocess(args, p, contract, engine)
     rows = io.read_parquet(args.valid)
     coherent, _ = cleaning.make_coherent(rows, contract)
     kept, removed = cleaning.remove_rows(coherent, contract, p.drop_duplicate_records,

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from lifecycle import cli, io, params, splitting
+from lifecycle import cli, io, params, scale, splitting
 from lifecycle.accounting import row_report
 from lifecycle.contract import load_contract
 
@@ -13,6 +13,9 @@ def main() -> str:
                      metrics="sizes and balance (JSON)")
     p, task = params.load("split"), params.load("task")
     contract = load_contract(args.contract)
+    if (engine := scale.load()).kind == "dask":   # the same outputs, on a cluster
+        from lifecycle.scale import split as run
+        return run.split(args, p, task, contract, engine)
     rows = io.read_parquet(args.clean)
     splits = splitting.split(rows, contract, p.method, p.validation_size, p.test_size, p.seed)
     splitting.check_splits(splits, contract, task.type, p.min_rows)

@@ -3,7 +3,7 @@ gate the four data-quality dimensions."""
 
 import pandas as pd
 
-from lifecycle import cli, io, params, quality
+from lifecycle import cli, io, params, quality, scale
 from lifecycle.accounting import row_report
 from lifecycle.contract import load_contract
 from lifecycle.errors import StageError
@@ -18,6 +18,9 @@ def main() -> str:
     as_of = pd.Timestamp.now("UTC") if p.as_of == "now" else pd.Timestamp(p.as_of)
     if as_of.tz is not None:  # event times are compared in naive UTC
         as_of = as_of.tz_convert("UTC").tz_localize(None)
+    if (engine := scale.load()).kind == "dask":   # the same outputs, on a cluster
+        from lifecycle.scale import validate as run
+        return run.validate(args, p, contract, as_of, engine)
     raw = io.read_parquet(args.snapshot)
     verdict = quality.judge(raw, contract, as_of)
 

@@ -57,7 +57,8 @@ def lineage(lock: dict, inputs: dict[str, str], code: dict[str, str], params: di
     detail = {name: {"deps": {d["path"]: d.get("md5") for d in stages[name].get("deps", [])},
                      "outs": {o["path"]: o.get("md5") for o in stages[name].get("outs", [])
                               if flows_on(o["path"])},
-                     "params": stages[name].get("params", {})} for name in ordered}
+                     "params": _what_not_where(stages[name].get("params", {}))}
+              for name in ordered}
     data, all_code, all_params = {}, {}, {}
     for entry in detail.values():
         for path, md5 in {**entry["deps"], **entry["outs"]}.items():
@@ -71,6 +72,13 @@ def lineage(lock: dict, inputs: dict[str, str], code: dict[str, str], params: di
             "params": {k: all_params[k] for k in sorted(all_params)},
             "package": {"inputs": inputs, "code": code, "params": params}}
 
+
+
+def _what_not_where(params: dict) -> dict:
+    """A stage's params without `engine.*`: where the work ran (pandas or a Dask cluster) does
+    not change what it made (tests/test_dask_engine.py), so it does not change the version."""
+    return {f: {k: v for k, v in keys.items() if not k.startswith("engine.")}
+            for f, keys in params.items()}
 
 
 def imported_code(root: str | Path, packages: tuple[str, ...] = ("lifecycle", "stages")) -> dict:
