@@ -5,7 +5,7 @@ reads it.)"""
 
 from pathlib import Path
 
-from lifecycle import cli, features, io, params, persistence
+from lifecycle import cli, features, io, params, persistence, scale
 from lifecycle.contract import load_contract
 
 
@@ -21,9 +21,14 @@ def main() -> str:
     targets = {name: features.target_vector(f, contract, task.type) for name, f in splits.items()}
     featurizer, manifest = features.fit_featurizer(frames["train"], targets["train"], contract, p,
                                                    task.type)
-    for name, frame in frames.items():
-        table = featurizer.transform(frame).assign(**{features.TARGET: targets[name]})
-        io.write_parquet(table, Path(args.outdir) / f"{name}.parquet")
+    if (engine := scale.load()).kind == "dask":   # the same tables, on a cluster
+        from lifecycle.scale import featurize as on_dask
+        on_dask.write_tables(featurizer, {"train": args.train, "validation": args.validation},
+                             contract, p.derived, task.type, args.outdir, engine)
+    else:
+        for name, frame in frames.items():
+            table = featurizer.transform(frame).assign(**{features.TARGET: targets[name]})
+            io.write_parquet(table, Path(args.outdir) / f"{name}.parquet")
     persistence.save(featurizer, args.featurizer)
     io.write_json(manifest, args.manifest)
     rows = features.importance_plot_data(manifest)

@@ -98,25 +98,34 @@ def lock_outs(repo: Path) -> dict[str, str]:
 
 
 # --- 1. the real DAG, both engines --------------------------------------------------------------
-def test_dask_engine_gives_the_pandas_engines_dag(tmp_path: Path, scheduler: str, s3: dict
-                                                  ) -> None:
-    pandas_repo = make_workspace(tmp_path / "pandas")
-    dask_repo = make_workspace(tmp_path / "dask")
+@pytest.fixture(scope="module")
+def dags(tmp_path_factory, scheduler: str, s3: dict) -> tuple[Path, Path, dict]:
+    """The demo DAG reproduced by `dvc repro` twice, in two temporary git repos: engine pandas,
+    and engine dask on the LocalCluster (partitions of 1,000 rows). (shared; do not modify)"""
+    where = tmp_path_factory.mktemp("dags")
+    pandas_repo = make_workspace(where / "pandas")
+    dask_repo = make_workspace(where / "dask")
     set_params(dask_repo, {"engine.kind": "dask", "engine.partition_rows": 1000})
     run("git add -A && git -c user.name=t -c user.email=t@t commit -qm dask", dask_repo)
     run(["dvc", "repro", "--quiet"], pandas_repo)
-    env = {**s3, "DASK_SCHEDULER_ADDRESS": scheduler, "HOME": str(tmp_path)}
-    out = run(["dvc", "repro"], dask_repo, env=env).stdout
-    assert "dask, 8 partitions" in out   # 7,043 rows in partitions of 1,000: really spread
+    env = {**s3, "DASK_SCHEDULER_ADDRESS": scheduler, "HOME": str(where)}
+    log = run(["dvc", "repro"], dask_repo, env=env)
+    return pandas_repo, dask_repo, {"env": env, "log": log.stdout + log.stderr}
 
-    # every output that flows on is the same bytes: snapshot, quarantine, clean, splits,
-    # features, model, bundle
-    pandas_outs, dask_outs = lock_outs(pandas_repo), lock_outs(dask_repo)
-    assert pandas_outs == dask_outs
+
+def test_dask_engine_gives_the_pandas_engines_dag(dags) -> None:
+    pandas_repo, dask_repo, ran = dags
+    assert "dask, 8 partitions" in ran["log"]   # 7,043 rows in partitions of 1,000: spread
+
+    # every output is the same bytes: snapshot, quarantine, clean, splits, features, model...
+    assert lock_outs(pandas_repo) == lock_outs(dask_repo)
     for name in ("train", "validation", "test"):
-        split = Path("data/processed") / f"{name}.parquet"
-        assert sha(pandas_repo / split) == sha(dask_repo / split)
-    for metrics in ("validate", "preprocess", "split", "data_quality", "train"):
+        for folder in ("data/processed", "data/features"):
+            if name == "test" and folder == "data/features":
+                continue
+            table = Path(folder) / f"{name}.parquet"
+            assert sha(pandas_repo / table) == sha(dask_repo / table), table
+    for metrics in ("validate", "preprocess", "split", "data_quality", "features", "train"):
         file = Path("metrics") / f"{metrics}.json"
         assert json.loads((pandas_repo / file).read_text()) == \
             json.loads((dask_repo / file).read_text()), file
@@ -127,16 +136,62 @@ def test_dask_engine_gives_the_pandas_engines_dag(tmp_path: Path, scheduler: str
                 for repo in (pandas_repo, dask_repo)]
     assert versions[0] == versions[1]
 
-    # DVC tracks the dask engine's outputs as any other: pushed to an S3 remote, pulled back
-    run(["dvc", "remote", "modify", "storage", "url", "s3://lake/dvc"], dask_repo)
-    run(["dvc", "push", "--quiet"], dask_repo, env=env)
+
+def test_dvc_tracks_the_dask_engines_outputs_on_s3(dags, tmp_path: Path) -> None:
+    """Outputs in the workspace, pushed to an S3 remote and pulled into a fresh clone."""
+    pandas_repo, dask_repo, ran = dags
+    run(["dvc", "remote", "modify", "--local", "storage", "url", "s3://lake/dvc"], dask_repo)
+    run(["dvc", "push", "--quiet"], dask_repo, env=ran["env"])
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(dask_repo), str(clone)], tmp_path)
-    run(["dvc", "remote", "modify", "storage", "url", "s3://lake/dvc"], clone)
-    run(["dvc", "pull", "--quiet", "data/processed/train.parquet.dvc"
-         if (clone / "data/processed/train.parquet.dvc").exists() else "split"], clone, env=env)
-    assert sha(clone / "data/processed/train.parquet") == \
-        sha(pandas_repo / "data/processed/train.parquet")
+    run(["dvc", "remote", "modify", "--local", "storage", "url", "s3://lake/dvc"], clone)
+    run(["dvc", "pull", "--quiet", "split"], clone, env=ran["env"])
+    for name in ("train", "validation", "test"):
+        table = Path("data/processed") / f"{name}.parquet"
+        assert sha(clone / table) == sha(pandas_repo / table), table
+
+
+def test_batch_scoring_on_the_cluster_reads_and_writes_s3(dags, s3: dict, on_cluster: str,
+                                                          tmp_path: Path) -> None:
+    """Partitioned Parquet from S3 scored on the cluster equals the serving code's batch
+    scoring of the same rows in one file: the same scores, rejects and reasons, row numbers."""
+    import boto3
+
+    from lifecycle import io
+    from lifecycle.scale import EngineParams
+    from lifecycle.scale.batch import score
+
+    _, dask_repo, ran = dags
+    rows = pd.read_parquet(dask_repo / "data/processed/validation.parquet").drop(
+        columns=["churn"])
+    rows.loc[rows.index[[5, 700, 1300]], "tenure"] = -1      # out of range: rejected
+    local = tmp_path / "customers.parquet"
+    io.write_parquet(rows, local)
+    s3c = boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                       aws_access_key_id="test-key", aws_secret_access_key="test-secret")
+    for i, start in enumerate(range(0, len(rows), 600)):
+        io.write_parquet(rows.iloc[start:start + 600], tmp_path / f"p{i}.parquet")
+        s3c.upload_file(str(tmp_path / f"p{i}.parquet"), "lake", f"customers/p{i}.parquet")
+
+    line = score(str(dask_repo / "models/bundle"), "s3://lake/customers/",
+                 "s3://lake/scores", None, EngineParams(kind="dask", partition_rows=250))
+    assert f"{len(rows)} rows in" in line and "rejected 3 rows" in line
+
+    run([str(BIN / "python"), "-m", "lifecycle.serving", "predict", "--bundle",
+         str(dask_repo / "models/bundle"), "--input", str(local), "--output",
+         str(tmp_path / "scores.parquet")], dask_repo)
+    for cluster_url, one_file in (("s3://lake/scores", "scores.parquet"),
+                                  ("s3://lake/scores-rejects", "scores.rejects.parquet")):
+        got = pd.read_parquet(cluster_url + "/", storage_options=sio_options(cluster_url))
+        expected = pd.read_parquet(tmp_path / one_file)
+        pd.testing.assert_frame_equal(got.sort_values("row").reset_index(drop=True),
+                                      expected.reset_index(drop=True))
+
+
+def sio_options(url: str) -> dict:
+    from lifecycle.scale.io import storage_options
+
+    return storage_options(url)
 
 
 def assert_close(a, b, where="scores") -> None:

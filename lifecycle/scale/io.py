@@ -174,24 +174,25 @@ def write_file(ddf, path, client) -> int:
     return rows
 
 
-def write_parts(ddf, url: str) -> int:
-    """Each partition as `part-00000.parquet`, ... under `url` (local or s3://), written by the
-    workers in parallel; returns the rows written. For outputs too large for one file."""
-    from dask import compute, delayed
+def part_name(url: str, index: int) -> str:
+    """The `index`-th part file of a partitioned table at `url` (file-name order = row order)."""
+    return f"{url.rstrip('/')}/part-{index:05d}.parquet"
 
+
+def clear_parts(url: str) -> None:
+    """Remove the part files a previous run left at `url`, so none outlives this run."""
     fs, path = filesystem(url)
     fs.makedirs(path, exist_ok=True)
     for old in fs.glob(path.rstrip("/") + "/part-*.parquet"):
         fs.rm(old)
-    names = [f"{url.rstrip('/')}/part-{i:05d}.parquet" for i in range(ddf.npartitions)]
-    return sum(compute(*[delayed(_write_part)(d, n) for d, n in zip(ddf.to_delayed(), names,
-                                                                     strict=True)]))
 
 
-def _write_part(frame: pd.DataFrame, url: str) -> int:
+def write_one(frame: pd.DataFrame, url: str) -> int:
+    """One Parquet file at `url` (local or s3://), as `lifecycle.io.write_parquet` writes it."""
     import pyarrow.parquet as pq
 
     fs, path = filesystem(url)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(path, "wb") as f:
         pq.write_table(_arrow(frame), f, compression="zstd")
     return len(frame)
