@@ -44,11 +44,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
-import pyarrow as pa
 
 from lifecycle.contract import mask
 from lifecycle.events.broker import Broker, Event
-from lifecycle.events.columns import ColumnPath, json_objects
+from lifecycle.events.columns import ColumnPath
 from lifecycle.serving.registry import COLUMNS
 
 log = logging.getLogger("lifecycle.events")
@@ -257,31 +256,26 @@ class Worker:
             dead.append(self._dead(self.streams.requests, request_ids[i], reason, payloads[i]))
         kept = np.flatnonzero(ok)
         ids = [request_ids[i] for i in kept] if reasons else request_ids
+        values = {}
         chosen = kept if reasons else slice(None)
-        arrays, routing = {}, [None] * len(ids)
-        for f in self.columns.fields:  # the values as the record path holds them
+        for f in self.columns.fields:  # plain JSON values again, as the record path holds
             null, column = columns[f.name]
             null, column = null[chosen], column[chosen]
             if f.type in ("int", "float"):
-                if f.type == "int":
-                    column = np.where(null, 0, column).astype(np.int64)
-                arrays[f.name] = pa.array(column, mask=null)
-                continue
-            if f.name in self.personal or f.name == self.id_column:
-                hidden = mask(column.tolist())
-                if f.name == self.id_column:
-                    routing = hidden
-                if f.name in self.personal:
-                    column = hidden
-            arrays[f.name] = pa.array(column, pa.string())
-        inputs = json_objects(arrays)
-        if inputs is None:  # a text Arrow cannot write as orjson would: row by row
-            names = list(arrays)
-            inputs = [orjson.dumps(dict(zip(names, row, strict=True)))
-                      for row in zip(*(a.to_pylist() for a in arrays.values()), strict=True)]
-        inputs = [text.decode() for text in inputs]
-        predictions = results["prediction"] if len(ids) else np.array([], dtype=object)
-        probabilities = results.get("probability")
+                column = (np.where(null, 0, column).astype(np.int64) if f.type == "int"
+                          else column).astype(object)
+                column[null] = None
+            column = column.tolist()
+            values[f.name] = mask(column) if f.name in self.personal else column
+        names = list(values)
+        inputs = [orjson.dumps(dict(zip(names, row, strict=True))).decode()
+                  for row in zip(*values.values(), strict=True)]
+        routing = (values[self.id_column] if self.id_column in self.personal
+                   else mask(values[self.id_column])) if self.id_column in values \
+            else [None] * len(ids)
+        predictions = results["prediction"].tolist() if len(ids) else []
+        probabilities = (results["probability"].tolist() if "probability" in results
+                         else [None] * len(ids))
         return self._rows(ids, inputs, routing, predictions, probabilities, "onnx", received)
 
     def _score_records(self, payloads: list[bytes], request_ids: list[str], received: float,
@@ -312,29 +306,9 @@ class Worker:
 
     def _rows(self, ids, inputs, routing, predictions, probabilities, engine: str,
               received: float) -> tuple[list[tuple], list[bytes]]:
-        """(registry rows in `registry.COLUMNS` order, answer payloads). `predictions` and
-        `probabilities` are lists or arrays (`probabilities` None when the task has none)."""
+        """(registry rows in `registry.COLUMNS` order, answer payloads)."""
         latency_ms = (time.perf_counter() - received) * 1000
         now, version, deployment = time.time(), self.scorer.version, self.deployment
-        answers = json_objects({
-            "request_id": pa.array(ids, pa.string()),
-            "prediction": pa.array(predictions),
-            "probability": "null" if probabilities is None else pa.array(probabilities,
-                                                                           pa.float64()),
-            "model_version": orjson.dumps(version).decode(), "variant": '"main"'})
-        predictions = predictions.tolist() if isinstance(predictions, np.ndarray) \
-            else list(predictions)
-        if probabilities is None:
-            probabilities = [None] * len(ids)
-        elif isinstance(probabilities, np.ndarray):
-            probabilities = probabilities.tolist()
-        if answers is None:
-            dumps = orjson.dumps
-            answers = [dumps({"request_id": rid, "prediction": prediction,
-                              "probability": probability, "model_version": version,
-                              "variant": "main"})
-                       for rid, prediction, probability in zip(ids, predictions, probabilities,
-                                                               strict=True)]
         values = {"request_id": ids, "role": "served", "created_at": now,
                   "deployment": deployment, "strategy": "single", "variant": "main",
                   "model_version": version, "engine": engine, "routing_key": routing,
@@ -342,6 +316,12 @@ class Worker:
                   "probability": probabilities, "latency_ms": latency_ms}
         rows = list(zip(*(values[c] if isinstance(values.get(c), list) else
                           itertools.repeat(values.get(c)) for c in COLUMNS), strict=False))
+        dumps = orjson.dumps
+        answers = [dumps({"request_id": rid, "prediction": prediction,
+                          "probability": probability, "model_version": version,
+                          "variant": "main"})
+                   for rid, prediction, probability in zip(ids, predictions, probabilities,
+                                                           strict=True)]
         return rows, answers
 
     def _unreadable(self, data: bytes | None) -> str | None:
