@@ -210,12 +210,35 @@ class InputCheck:
         import pyarrow.compute as pc
 
         values = pa.array(column, from_pandas=True)
-        long = pc.fill_null(pc.greater(pc.utf8_length(values), self.limits[name]), False)
-        long = long.to_numpy(zero_copy_only=False)
-        if pc.all(pc.utf8_is_printable(values)).as_py() is not False:  # the usual case: no
-            control = np.zeros(len(values), dtype=bool)  # control character anywhere (cheap)
+        n, limit = len(values), self.limits[name]
+        # the cheap bounds first (bytes, never fewer than characters), each value judged only
+        # when they cannot clear the whole column
+        if (pc.max(pc.binary_length(values)).as_py() or 0) <= limit:
+            long = np.zeros(n, dtype=bool)
+        else:
+            long = pc.fill_null(pc.greater(pc.utf8_length(values), limit), False)
+            long = long.to_numpy(zero_copy_only=False)
+        if _printable_ascii(values):
+            control = np.zeros(n, dtype=bool)
         else:
             control = pc.fill_null(pc.match_substring_regex(values, CONTROL.pattern), False)
             control = control.to_numpy(zero_copy_only=False) & ~long
         return [(label, rows) for label, rows in ((f"control_characters:{name}", control),
                                                   (f"too_long:{name}", long)) if rows.any()]
+
+
+def _printable_ascii(values) -> bool:
+    """Whether the text bytes of an Arrow string array hold only printable ASCII (0x20-0x7e),
+    read straight from its data buffers with numpy: then no value has a control character.
+    False only means "look value by value" (the buffer may hold bytes outside the array)."""
+    import pyarrow as pa
+
+    for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
+        if not (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)):
+            return False
+        data = chunk.buffers()[2]
+        if data is not None and data.size:
+            raw = np.frombuffer(data, dtype=np.uint8)
+            if ((raw < 0x20) | (raw > 0x7E)).any():
+                return False
+    return True
