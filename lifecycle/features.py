@@ -156,6 +156,14 @@ def fit_featurizer(frame: pd.DataFrame, y: np.ndarray, contract: Contract, p, ta
     the manifest lists every candidate feature with its name, type, source columns, mutual
     information with the target on train (seeded), whether it was selected, and a version.
     """
+    featurizer, manifest, _ = fit_transform_featurizer(frame, y, contract, p, task)
+    return featurizer, manifest
+
+
+def fit_transform_featurizer(frame: pd.DataFrame, y: np.ndarray, contract: Contract, p,
+                             task: str):
+    """`fit_featurizer`, and the train features it made on the way (equal to
+    `featurizer.transform(frame)`: the train split is transformed once)."""
     from sklearn.pipeline import Pipeline
 
     categories = frequent_categories(frame, categorical_columns(contract), p.min_frequency)
@@ -193,7 +201,9 @@ def fit_featurizer(frame: pd.DataFrame, y: np.ndarray, contract: Contract, p, ta
         "unencoded_columns": unencoded,
         "features": described,
     }
-    return featurizer, manifest
+    if p.select_k_best:
+        table = featurizer.named_steps["select"].transform(table)
+    return featurizer, manifest, table
 
 
 def describe_features(columns, contract: Contract, derived: dict[str, str]) -> list[dict]:

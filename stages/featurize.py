@@ -19,15 +19,16 @@ def main() -> str:
     splits = {"train": io.read_parquet(args.train), "validation": io.read_parquet(args.validation)}
     frames = {name: features.model_frame(f, contract, p.derived) for name, f in splits.items()}
     targets = {name: features.target_vector(f, contract, task.type) for name, f in splits.items()}
-    featurizer, manifest = features.fit_featurizer(frames["train"], targets["train"], contract, p,
-                                                   task.type)
+    featurizer, manifest, train = features.fit_transform_featurizer(
+        frames["train"], targets["train"], contract, p, task.type)
     if (engine := scale.load()).kind == "dask":   # the same tables, on a cluster
         from lifecycle.scale import featurize as on_dask
         on_dask.write_tables(featurizer, {"train": args.train, "validation": args.validation},
                              contract, p.derived, task.type, args.outdir, engine)
-    else:
-        for name, frame in frames.items():
-            table = featurizer.transform(frame).assign(**{features.TARGET: targets[name]})
+    else:   # the train split's table is the fit's own output: transformed once
+        tables = {"train": train, "validation": featurizer.transform(frames["validation"])}
+        for name, table in tables.items():
+            table = table.assign(**{features.TARGET: targets[name]})
             io.write_parquet(table, Path(args.outdir) / f"{name}.parquet")
     persistence.save(featurizer, args.featurizer)
     io.write_json(manifest, args.manifest)
