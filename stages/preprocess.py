@@ -1,6 +1,8 @@
-"""preprocess: make rows coherent, resolve duplicates, drop rows that cannot be used.
+"""preprocess: resolve duplicates, drop rows that cannot be used.
 
-Learns nothing from the data (no imputation or scaling: featurize fits those on train)."""
+Its input is already coherent (types, whitespace, category spellings): validate made it so to
+judge it, with the same `cleaning.make_coherent` that serving runs on each request. Learns
+nothing from the data (no imputation or scaling: featurize fits those on train)."""
 
 from lifecycle import cleaning, cli, io, params, scale
 from lifecycle.accounting import row_report
@@ -16,9 +18,8 @@ def main() -> str:
     if (engine := scale.load()).kind == "dask":   # the same outputs, on a cluster
         from lifecycle.scale import preprocess as run
         return run.preprocess(args, p, contract, engine)
-    rows = io.read_parquet(args.valid)
-    coherent, _ = cleaning.make_coherent(rows, contract)
-    kept, removed = cleaning.remove_rows(coherent, contract, p.drop_duplicate_records,
+    rows = io.read_parquet(args.valid)   # coherent already: validate typed them to judge them
+    kept, removed = cleaning.remove_rows(rows, contract, p.drop_duplicate_records,
                                          p.drop_missing_target)
     for column in contract.personal_data:
         if column != contract.id:
