@@ -14,6 +14,7 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 
 import pandas as pd
@@ -135,8 +136,8 @@ def stream_sqlite(source: SqlSource, path: str | Path,
     whose values are not of one type (SQLite stores 'abc' in an INTEGER column). `read_sql`
     then reads the source, and `snapshot_frame` turns such a column into text."""
     url = _expand_env(source.url)
-    if not url.startswith("sqlite:///"):
-        return False
+    if not url.startswith("sqlite:///") or find_spec("adbc_driver_sqlite") is None:
+        return False   # (a clone whose venv predates the driver reads the general way)
     database = url.removeprefix("sqlite:///")
     if not Path(database).is_file():
         raise StageError(f"SQLite database not found: {database}")
