@@ -112,6 +112,7 @@ def batch_inputs(ws: Path) -> dict[str, Path]:
 
 
 def bench(rows: int, model: str, rounds: int, tmp: Path) -> dict:
+    load_before = os.getloadavg()
     ws = workspace(tmp / f"dag-{rows}", {"seed_demo_source.rows": rows, "train.model": model})
     run("dvc repro -q seed_demo_source", ws)  # the source, untimed (it stands in for yours)
     if rows <= 100_000:
@@ -146,6 +147,7 @@ def bench(rows: int, model: str, rounds: int, tmp: Path) -> dict:
     if rows <= 100_000:
         result["stages"] = {name: run(argv, ws) for name, argv in stage_commands(ws).items()
                             if name in stages}
+    result["load"] = [round(x, 2) for x in (*load_before, *os.getloadavg())]
     return result
 
 
@@ -160,7 +162,10 @@ def median(runs: list[Run], field: str) -> float:
 
 def report(r: dict) -> str:
     """The table for one size, as Markdown."""
-    lines = [f"\n### {r['rows']:,} rows, {r['model']} (median of {len(r['dag'])})\n",
+    load = r["load"]
+    lines = [f"\n### {r['rows']:,} rows, {r['model']} (median of {len(r['dag'])}; load average "
+             f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} before, "
+             f"{load[3]:.2f} / {load[4]:.2f} / {load[5]:.2f} after, on {os.cpu_count()} cores)\n",
              "| work | wall s | CPU s | peak MB | floor wall s | floor CPU s | ratio wall | "
              "ratio CPU |", "|---|---|---|---|---|---|---|---|"]
 
