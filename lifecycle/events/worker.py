@@ -7,7 +7,7 @@ For each micro-batch of events (up to `batch` at a time):
 2. the records are checked against the bundle's contract and scored, the whole batch as
    columns (`columns.ColumnPath`: the bundle's own checks and ONNX feed, as batch scoring
    runs them) or, when a batch holds what only the record path can judge, record by record
-   (`Scorer.check`, `Scorer.score`: the API's code); both give the same verdicts and answers;
+   (`PredictionService.score_now`: the API's core); both give the same verdicts and answers;
 3. the predictions, and the outcomes read from the feedback stream, are committed to the
    inference registry in one transaction, keyed by event id, so an event delivered twice is
    recorded once;
@@ -48,6 +48,8 @@ import orjson
 from lifecycle.contract import mask
 from lifecycle.events.broker import Broker, Event
 from lifecycle.events.columns import ColumnPath
+from lifecycle.serving.core import PredictionService, Variant
+from lifecycle.serving.deploy import Deployment, VariantSpec
 from lifecycle.serving.registry import COLUMNS
 
 log = logging.getLogger("lifecycle.events")
@@ -115,11 +117,13 @@ class Worker:
         self.deployment, self.log_every = deployment, log_every
         self.metrics = metrics  # a metrics.WorkerMetrics, or None
         contract = scorer.contract
-        self.id_column = contract.id
-        # personal data and metadata are carried, never features, and kept only masked (as
-        # the API's core does: lifecycle/serving/core.py)
-        self.personal = set(contract.personal_data) | {
-            name for name, spec in contract.columns.items() if spec.role == "metadata"}
+        # the API's serving core, over this one bundle: its checks, scoring and masking
+        self.service = PredictionService(
+            Deployment(name=deployment, variants={"main": VariantSpec(bundle=str(scorer.path))}),
+            {"main": Variant("main", scorer, str(scorer.path))}, registry)
+        self.id_column = self.service.id_column
+        # personal data and metadata are carried, never features, and kept only masked
+        self.personal = self.service.masked_columns
         # a record may carry any column the contract declares (the API's rule); the others
         # are refused, or dropped when the contract says `extra_columns: ignore`
         self.declared = set(contract.columns) | {f["name"] for f in _fields(scorer.signature)}
@@ -292,15 +296,14 @@ class Worker:
                 raw.append(data)
         if not records:
             return [], []
-        ok, reasons = self.scorer.check(records)
+        ok, reasons, results, engine = self.service.score_now(records)
         for i, reason in reasons.items():
             dead.append(self._dead(self.streams.requests, ids[i], reason, raw[i]))
         if reasons:
             ids = [r for i, r in enumerate(ids) if i not in reasons]
-        results, engine = self.scorer.score(ok) if ok else ([], self.scorer.engine)
         routing = [mask([r[self.id_column]])[0] if r.get(self.id_column) is not None else None
                    for r in ok]
-        return self._rows(ids, [self._masked(r) for r in ok], routing,
+        return self._rows(ids, [self.service.masked(r) for r in ok], routing,
                           [r["prediction"] for r in results],
                           [r.get("probability") for r in results], engine, received)
 
@@ -375,11 +378,6 @@ class Worker:
         elif str(outcome) not in self.outcomes or not isinstance(outcome, str | int):
             return None, f"unknown_category:outcome (one of {sorted(self.outcomes)})"
         return {"request_id": rid, "received_at": time.time(), "outcome": str(outcome)}, None
-
-    def _masked(self, record: dict) -> str:
-        if self.personal:
-            record = {k: (mask([v])[0] if k in self.personal else v) for k, v in record.items()}
-        return orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS).decode()
 
     def _dead(self, stream: str, event_id: str, reason: str, data: bytes | None) -> bytes:
         key = reason.split(":")[0].split(";")[0]

@@ -166,6 +166,12 @@ class PredictionService:
             result.recorded = True
         return result
 
+    def score_now(self, records: list[dict]) -> tuple[list[dict], dict[int, str], list[dict], str]:
+        """Check and score records with the live variant, now, recording nothing: (coherent
+        records that pass, {position: reason} of the others, their answers, the engine). For
+        a transport that commits on its own schedule (the events worker)."""
+        return self._batchers[self.router.live].run_now(records)
+
     # --- the steps --------------------------------------------------------------------------------
     def _route(self, records: list[dict], request_ids: list[str] | None, reasons: int = 0):
         """(request ids, {variant: positions it answers}, {variant: positions it shadows})."""
