@@ -34,10 +34,19 @@ def _as_numbers(values: pd.Series) -> np.ndarray:
 
 
 def _as_categories(values: pd.Series, declared: str) -> pd.Series:
-    """Non-null values as comparable labels (numbers by value, categories by text)."""
+    """Non-null values, compared as labels (numbers by value, categories as text)."""
     if declared == "number":
         return pd.Series(_as_numbers(values))
-    return values.dropna().astype(str)
+    return values.dropna()
+
+
+def label_counts(values: pd.Series) -> pd.Series:
+    """Occurrences per label, as text (a categorical column is counted by its codes, not by
+    turning each of its rows into a string)."""
+    found = values.value_counts(dropna=True)
+    found = found[found > 0]
+    found.index = found.index.astype(str)
+    return found.groupby(level=0, sort=True).sum()
 
 
 def numeric_test(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float, float]:
@@ -49,7 +58,7 @@ def numeric_test(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float, float]
 
 def categorical_test(ref: pd.Series, cur: pd.Series) -> tuple[str, float, float, float]:
     """(test name, statistic, p-value, Jensen-Shannon distance) on category counts."""
-    both = pd.concat([ref.value_counts(), cur.value_counts()], axis=1).fillna(0)
+    both = pd.concat([label_counts(ref), label_counts(cur)], axis=1).fillna(0)
     counts = both.to_numpy(dtype=float).T
     js = float(jensenshannon(counts[0] / counts[0].sum(), counts[1] / counts[1].sum()))
     if counts.shape[1] < 2:

@@ -19,6 +19,15 @@ from lifecycle.monitoring.drift import bh
 from lifecycle.monitoring.result import CheckResult, insufficient
 
 
+def is_known(values: pd.Series, categories: list[str]) -> np.ndarray:
+    """Whether each (non-null) value is one of `categories`, compared as text; a categorical
+    column is judged once per category, not once per row."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        known = values.cat.categories.astype(str).isin(categories)
+        return known[values.cat.codes.to_numpy()]
+    return values.astype(str).isin(categories).to_numpy()
+
+
 def problem_rates(rows: pd.DataFrame, reference) -> dict[str, tuple[int, int, float]]:
     """(column:problem) -> (count in the window, rows, the training rate)."""
     n = len(rows)
@@ -37,7 +46,7 @@ def problem_rates(rows: pd.DataFrame, reference) -> dict[str, tuple[int, int, fl
             outside = np.isnan(x) | (x < info["min"]) | (x > info["max"])
             out[f"{name}:out_of_range"] = (int(outside.sum()), n, 0.0)
         else:
-            known = present.astype(str).isin(info["categories"]).to_numpy()
+            known = is_known(present, info["categories"])
             out[f"{name}:unknown_category"] = (int((~known).sum()), n, 0.0)
     return out
 
