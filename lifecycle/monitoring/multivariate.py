@@ -95,7 +95,10 @@ def domain_classifier(window, reference, p) -> list[CheckResult]:
     x_cur = distinct(encode(window.rows.iloc[np.sort(rng.choice(n, take, replace=False))],
                             kinds, categories))
     x_cur = x_cur[rng.permutation(len(x_cur))[:p.sample]]
-    x_ref = distinct(encode(reference.features, kinds, categories))
+    if "domain_pool" not in reference.derived:  # the same for every window of a run
+        reference.derived["domain_pool"] = distinct(encode(reference.features, kinds,
+                                                           categories))
+    x_ref = reference.derived["domain_pool"]
     x_ref = x_ref[rng.permutation(len(x_ref))[:p.sample]]
     if min(len(x_cur), len(x_ref)) < p.min_rows:
         return [insufficient("multivariate_drift", "dataset", "domain_auc", p.alpha,

@@ -98,6 +98,7 @@ class Reference:
     positive_class: str | None
     classes: list[str] | None
     _calibrator: object = field(default=None, repr=False)
+    derived: dict = field(default_factory=dict, repr=False, compare=False)  # a check's cache
 
     @property
     def numeric(self) -> list[str]:
