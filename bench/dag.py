@@ -207,7 +207,7 @@ def main() -> None:
             print(report(results[-1]), flush=True)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    plain = [{k: ([asdict(x) for x in v] if isinstance(v, list) else
+    plain = [{k: ([asdict(x) for x in v] if isinstance(v, list) and k != "load" else
                   {n: asdict(s) for n, s in v.items()} if k == "stages" else v)
               for k, v in r.items()} for r in results]
     (out / f"dag-{args.model}.json").write_text(json.dumps(plain, indent=2))
