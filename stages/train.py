@@ -2,6 +2,7 @@
 search) and score it on train and validation with the task's primary metric."""
 
 from lifecycle import cli, features, io, metrics, models, params, persistence
+from lifecycle.scale import training
 
 
 def main() -> str:
@@ -12,16 +13,26 @@ def main() -> str:
     p = params.load("train", model=models.TrainParams)
     if p.search.metric is not None:
         metric = metrics.require(task.type, p.search.metric, "train.search.metric")
-    X, y = features.split_target(io.read_parquet(args.train))
+    scale_p = training.load()   # all rows here, a seeded sample, or xgboost on the cluster
     X_val, y_val = features.split_target(io.read_parquet(args.validation))
-    model, report = models.train(task.type, p, X, y, X_val, y_val, metric)
+    if scale_p.method == "xgboost_dask":
+        model, report = training.fit_on_cluster(task.type, p, args.train, X_val, y_val, metric,
+                                                scale_p)
+    else:
+        X, y = features.split_target(
+            io.read_parquet(args.train) if scale_p.method == "all"
+            else training.sample_table(args.train, scale_p.rows, scale_p.seed))
+        model, report = models.train(task.type, p, X, y, X_val, y_val, metric)
+        report["training_rows"] = training.statement(
+            scale_p.method, len(X), training.parquet_rows(args.train), scale_p)
     seconds = report.pop("fit_seconds")  # logged, not a metric: reruns must match
     persistence.save(model, args.model)
     io.write_json(report, args.metrics)
     metric = report["metric"]
     searched = (f", searched {report['search']['candidates']} points by {p.search.method}"
                 if report["search"] else "")
-    return (f"{p.model} on {len(X)} rows x {X.shape[1]} features{searched}: {metric} "
+    return (f"{p.model} on {report['rows']['train']} rows x {report['features']} features"
+            f"{searched} ({report['training_rows']['method']}): {metric} "
             f"train {report['train'][metric]:.4f} validation {report['validation'][metric]:.4f} "
             f"(fit {seconds:.2f} s)")
 
