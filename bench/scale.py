@@ -46,6 +46,7 @@ class WorkerMemory:
 
         self.procs = [psutil.Process(p) for p in pids]
         self.peaks = [0] * len(pids)
+        self.cpu = 0.0   # user + sys seconds of all workers while running
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -58,13 +59,18 @@ class WorkerMemory:
                     pass
             time.sleep(0.2)
 
+    def _cpu(self) -> float:
+        return sum(t.user + t.system for t in (p.cpu_times() for p in self.procs))
+
     def __enter__(self) -> WorkerMemory:
+        self._start_cpu = self._cpu()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+        self.cpu = self._cpu() - self._start_cpu
 
 
 def set_engine(ws: Path, kind: str, partition_rows: int) -> None:
@@ -116,6 +122,7 @@ def bench(rows: int, args, cluster, tmp: Path) -> dict:
                           "outputs": digest([ws / p for p in OUTPUTS[stage]])}
             if kind == "dask":
                 line[kind]["worker_peak_mb"] = [round(p / 2**20) for p in workers.peaks]
+                line[kind]["worker_cpu"] = round(workers.cpu, 2)
         line["same_bytes"] = line["pandas"]["outputs"] == line["dask"]["outputs"]
         result["stages"][stage] = line
         print(f"{rows:>11,} {stage:<10} pandas {line['pandas']['wall']:7.1f} s "
@@ -129,26 +136,35 @@ def table(results: list[dict], args) -> str:
     out = [f"\nLocalCluster: {args.workers} workers x 1 thread, partitions of "
            f"{args.partition_rows:,} rows, source in {args.files} Parquet files; load average "
            f"at the end {os.getloadavg()[0]:.1f}\n",
-           "| rows | stage | pandas s | pandas peak MB | dask s | dask/pandas | dask client "
-           "peak MB | dask worker peak MB | same bytes |", "|" + "---|" * 9]
+           "| rows | stage | pandas s (CPU s) | pandas peak MB | dask s | dask/pandas | dask CPU s "
+           "client + workers | dask client peak MB | dask worker peak MB | same bytes |",
+           "|" + "---|" * 10]
     for r in results:
         for stage, line in r["stages"].items():
             p, d = line["pandas"], line["dask"]
-            out.append(f"| {r['rows']:,} | {stage} | {p['wall']:.1f} | {p['peak_mb']:,} | "
-                       f"{d['wall']:.1f} | {d['wall'] / max(p['wall'], 1e-9):.2f} | "
+            ratio = d["wall"] / max(p["wall"], 1e-9)
+            out.append(f"| {r['rows']:,} | {stage} | {p['wall']:.1f} ({p['cpu']:.1f}) | "
+                       f"{p['peak_mb']:,} | {d['wall']:.1f} | {ratio:.2f} "
+                       f"| {d['cpu']:.1f} + {d['worker_cpu']:.1f} | "
                        f"{d['peak_mb']:,} | {' / '.join(f'{m:,}' for m in d['worker_peak_mb'])} "
                        f"| {'yes' if line['same_bytes'] else 'NO'} |")
         total = {k: sum(line[k]["wall"] for line in r["stages"].values())
                  for k in ("pandas", "dask")}
         r["total"] = total
-        out.append(f"| {r['rows']:,} | **total** | {total['pandas']:.1f} | | {total['dask']:.1f} "
-                   f"| {total['dask'] / total['pandas']:.2f} | | | |")
+        cpu = {"pandas": sum(line["pandas"]["cpu"] for line in r["stages"].values()),
+               "dask": sum(line["dask"]["cpu"] + line["dask"]["worker_cpu"]
+                           for line in r["stages"].values())}
+        r["cpu"] = cpu
+        out.append(f"| {r['rows']:,} | **total** | {total['pandas']:.1f} ({cpu['pandas']:.1f}) | "
+                   f"| {total['dask']:.1f} | {total['dask'] / total['pandas']:.2f} | "
+                   f"{cpu['dask']:.1f} | | | |")
     if len(results) >= 2:
         a, b = results[0], results[-1]
         for kind in ("pandas", "dask"):
             k = math.log(b["total"][kind] / a["total"][kind]) / math.log(b["rows"] / a["rows"])
+            c = math.log(b["cpu"][kind] / a["cpu"][kind]) / math.log(b["rows"] / a["rows"])
             out.append(f"\ngrowth exponent {kind}, {a['rows']:,} -> {b['rows']:,} rows: "
-                       f"time ~ rows^{k:.2f}")
+                       f"wall ~ rows^{k:.2f}, CPU ~ rows^{c:.2f}")
     return "\n".join(out)
 
 
