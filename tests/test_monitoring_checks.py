@@ -220,6 +220,21 @@ def test_concept_drift_when_labels_flip_but_inputs_hold():
     assert verdicts(performance.realized(flipped, ref, P.performance))["accuracy"] == "drift"
 
 
+def test_harder_rows_are_not_a_concept_change():
+    # a covariate shift towards rows near the decision boundary: the error rate rises (ADWIN
+    # sees it) but the calibrated scores expect exactly that rise, so no concept drift
+    ref = calibrated_reference()
+    rng = np.random.default_rng(9)
+    score = rng.beta(8, 8, 1000)
+    y = rng.random(1000) < score
+    rows = pd.DataFrame({"score": score, "prediction": np.where(score >= 0.5, "Yes", "No"),
+                         "outcome": np.where(y, "Yes", "No")})
+    results = {r.target: r for r in performance.concept_drift(window_of(rows), ref,
+                                                              P.concept_drift)}
+    assert results["error_stream"].value >= 1  # ADWIN detected the rise
+    assert {r.verdict for r in results.values()} == {"ok"}
+
+
 def test_quality_counts_nulls_unknown_categories_and_out_of_range():
     ref = make_reference(frame(3000, 0))
     rows = frame(1000, 1)
