@@ -18,7 +18,7 @@ import pandas as pd
 
 from lifecycle.contract import Contract
 from lifecycle.errors import ParamsError, StageError
-from lifecycle.names import safe, safe_names
+from lifecycle.names import one_hot_name, safe, safe_names
 
 MISSING = "__missing__"  # categorical nulls become a category of their own (ONNX has no NaN text)
 TARGET = "target"        # the target's column in feature tables, encoded as `target_vector` says
@@ -141,7 +141,8 @@ def build_featurizer(contract: Contract, derived: dict[str, str], min_frequency:
     else:
         categorical = [c for c in categorical if categories[c]]  # no frequent category: no code
         encoder = OneHotEncoder(categories=[categories[c] for c in categorical],
-                                handle_unknown="ignore", sparse_output=False, dtype=np.float64)
+                                handle_unknown="ignore", sparse_output=False, dtype=np.float64,
+                                feature_name_combiner=one_hot_name)
     parts = [("num", numeric, numeric_columns(contract, derived)),
              ("ind", "passthrough", list(indicator_columns(contract))),
              ("cat", encoder, categorical)]
@@ -221,6 +222,10 @@ def describe_features(columns, contract: Contract, derived: dict[str, str]) -> l
                     for c, values in zip(inputs, transformer.categories_, strict=True)
                     for value in values]
     names = columns.get_feature_names_out()
+    twice = sorted({n for n in names if list(names).count(n) > 1})
+    if twice:  # categories that differ only in symbols (`a b`, `a_b`) share a safe name
+        raise StageError(f"features {twice} come out twice: categories of one column differ "
+                         "only in spaces or symbols; make them differ in letters or digits")
     if len(names) != len(out):
         raise AssertionError(f"{len(names)} features but {len(out)} descriptions")
     return [{"name": str(name), **info} for name, info in zip(names, out, strict=True)]

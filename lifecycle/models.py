@@ -369,8 +369,10 @@ def build_model(task: str, p, hyperparameters: dict | None = None, rows: int | N
     params section, or `train.estimator` for an import path), seed and class weights."""
     family = family_of(p.model)
     if task not in family.tasks:
+        others = [name for name, f in FAMILIES.items() if task in f.tasks and "tree" in f.traits]
         raise StageError(f"train.model {p.model} does not do {task} here (it does "
-                         f"{', '.join(family.tasks)})")
+                         f"{', '.join(family.tasks)}); for {task} choose another family, "
+                         f"e.g. {others[-1]}")
     weight = None
     if task != "regression" and p.class_weight != "none" and "class_weight" in family.traits:
         weight = p.class_weight

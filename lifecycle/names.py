@@ -34,3 +34,10 @@ def safe_names(columns) -> dict[str, str]:
                              "the model: rename one of them in the source")
         seen[name], out[column] = column, name
     return out
+
+
+def one_hot_name(column: str, category) -> str:
+    """A one-hot feature's name (OneHotEncoder's `feature_name_combiner`): the category is data,
+    so it may hold anything (`Adult, 1 Egg Stage`); LightGBM refuses JSON characters in
+    feature names and ONNX, JSON and files want plain ones. Module-level so skops saves it."""
+    return safe(f"{column}_{category}")

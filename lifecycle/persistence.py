@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
-TRUSTED_TYPES = {"functools.partial"}  # a partial of a trusted function (select_k_best's scorer)
+TRUSTED_TYPES = {"functools.partial",  # a partial of a trusted function (select_k_best's scorer)
+                 "lifecycle.names.one_hot_name"}  # the featurizer's one-hot feature names
 
 
 def _skops_io():

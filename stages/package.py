@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from lifecycle import cli, io, params, persistence, sampling
+from lifecycle import cli, io, models, params, persistence, sampling
 from lifecycle.errors import ParamsError, StageError
 from lifecycle.packaging import build, lineage, parity, runtime, store
 
@@ -32,6 +32,8 @@ def main() -> str:
     task = params.load("task").type
     derived = params.load("featurize").derived
     p = params.load("package")
+    # model.skops may hold the family's own types (lightgbm., xgboost., an import path's package)
+    trusted = models.trusted_prefixes(params.load("train", model=models.TrainParams).model)
     contract_text, contract = build.load_contract_text(args.contract)
     strangers = [c for c in p.card.sensitive_features if c not in contract.feature_columns]
     if strangers:
@@ -56,7 +58,7 @@ def main() -> str:
     samples.update(reference_rows=len(train), check_rows=len(validation))
     files = build.build_files(
         name=p.name, task=task, contract_text=contract_text,
-        featurizer=persistence.load(args.featurizer), model=persistence.load(args.model),
+        featurizer=persistence.load(args.featurizer), model=persistence.load(args.model, trusted),
         derived=derived, threshold=build.read_threshold(scores, task), train=train,
         validation=validation, scores=scores, split_summary=io.read_json(args.split),
         lineage_info=provenance, card=p.card.model_dump(), opset=p.onnx_opset,

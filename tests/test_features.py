@@ -74,7 +74,7 @@ def test_feature_tables_and_manifest(featurized):
     assert by_name["num__charges_per_month"]["type"] == "derived"
     assert by_name["num__charges_per_month"]["source"] == ["tenure", "total_charges"]
     assert by_name["ind__total_charges_missing"]["type"] == "indicator"
-    assert by_name["cat__contract_Two year"]["source"] == ["contract"]
+    assert by_name["cat__contract_Two_year"]["source"] == ["contract"]
     assert all(0 <= f["importance"] < 1 for f in manifest["features"])
     assert len(manifest["version"]) == 12
 

@@ -14,6 +14,7 @@ import pytest
 
 from lifecycle import features, io, metrics, models, params, persistence
 from lifecycle.contract import load_contract
+from lifecycle.errors import StageError
 from tests.helpers_stages import assert_one_error_line, run_stage_process, stage_dir
 
 # every family in the registry; those skl2onnx converts on its own (the others: test_package)
@@ -203,6 +204,18 @@ def test_every_family_fits_other_tasks(task):
             np.testing.assert_array_equal(reloaded.predict(X), model.predict(X))
         if task == "regression":
             assert report["validation"]["rmse"] < np.std(y[200:])  # beats the mean
+
+
+def test_xgboost_multiclass_is_refused_with_one_line_naming_family_and_task():
+    """XGBoost's classifier takes classes 0..k-1 only, and multiclass targets here are the
+    data's own labels: train refuses before fitting, in one line (onnxmltools itself converts
+    a multi:softprob XGBClassifier)."""
+    p = params.load("train", model=models.TrainParams).model_copy(update={"model": "xgboost"})
+    with pytest.raises(StageError) as refused:
+        models.build_model("multiclass", p)
+    message = str(refused.value)
+    assert "\n" not in message and "xgboost" in message and "multiclass" in message
+    assert "lightgbm" in message   # and what to choose instead
 
 
 @pytest.mark.parametrize(("stage", "override", "words"), [
