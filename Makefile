@@ -8,6 +8,7 @@ export PATH := $(BIN):$(PATH)
 .PHONY: predict serve register registry-export bench-serving prometheus
 .PHONY: consume produce bench-events
 .PHONY: monitor simulate bench-monitoring
+.PHONY: retrain feedback-loop promote watch bench-feedback
 
 run: install                          ## create the venv, install, and run the whole DAG
 	dvc repro
@@ -128,6 +129,24 @@ simulate: install                     ## replay held-out rows through the API: m
 
 bench-monitoring: install             ## alarm rates per shift x check, label-free coverage, scale; Evidently side by side
 	python bench/monitoring_power.py
+
+# The feedback loop (README "Feedback loop", docs/feedback.md)
+TRAIN_ON ?= both
+retrain: install                      ## registry -> DVC experiment on original + production rows -> the gate (metrics/promotion.json); exit 2: champion kept
+	python -m lifecycle.feedback --registry '$(REGISTRY)' retrain --train-on $(TRAIN_ON)
+
+promote: install                      ## register the judged challenger as the next version in prod (SERVER=url switches a blue/green server)
+	python -m lifecycle.feedback $(if $(SERVER),--server '$(SERVER)') promote
+
+watch: install                        ## the promoted version's first window vs the old one; rolls back when worse: make watch NEW=v1.1.0 OLD=v1.0.0
+	python -m lifecycle.feedback --registry '$(REGISTRY)' $(if $(SERVER),--server '$(SERVER)') watch --new $(NEW) --old $(OLD)
+
+feedback-loop: install                ## for cron: monitor; on an alert retrain, judge and promote (TRIGGER=always: on a schedule)
+	python -m lifecycle.feedback --registry '$(REGISTRY)' $(if $(SERVER),--server '$(SERVER)') loop --trigger $(or $(TRIGGER),alert) --promote --train-on $(TRAIN_ON)
+
+bench-feedback: install               ## the gate's false-promotion rate and power over seeds; full vs incremental vs online
+	python bench/feedback_gate.py
+	python bench/feedback_modes.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

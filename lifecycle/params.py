@@ -100,9 +100,21 @@ class StreamSource(Section):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+class ProductionSource(Section):
+    """Labelled answers of the inference registry as training rows (lifecycle/feedback)."""
+
+    export: str = "data/registry/predictions.parquet"  # `make registry-export` writes it
+    until: dt.datetime | None = None  # answers up to this moment (the retrain run pins it)
+    window_days: float | None = Field(default=None, gt=0)  # and no older than this; null: all
+    judge_rows: int = Field(default=800, gt=0)  # the newest labelled answers: the gate's window,
+    #                                             never trained on
+
+
 class CollectParams(Section):
     source: Annotated[SqlSource | FilesSource | HttpSource | StreamSource,
                       Field(discriminator="kind")]
+    train_on: Literal["original", "production", "both"] = "original"  # production: the registry
+    production: ProductionSource = ProductionSource()
     max_rejected_share: float = Field(ge=0, le=1)  # text files: stop above this share of bad lines
 
 

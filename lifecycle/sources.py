@@ -72,6 +72,30 @@ def write_snapshot(source, path: str | Path) -> Collected:
     return Collected(pd.DataFrame(), got.rejected, got.lines, events)
 
 
+def write_training_snapshot(p, source, path: str | Path) -> tuple[Collected, dict | None]:
+    """`write_snapshot` of what `collect.train_on` says: the source (original), the registry's
+    labelled production answers (lifecycle/feedback/production.py), or both; and what was read
+    from the registry (None for the original alone). With production rows the snapshot is no
+    longer the source's lines alone: their counts move to the registry record."""
+    if p.train_on == "original":
+        return write_snapshot(source, path), None
+    from lifecycle.contract import load_contract
+    from lifecycle.feedback.production import combine, production_frame
+    from lifecycle.io import write_parquet
+
+    rows, info = production_frame(p.production, load_contract("contract.yaml"))
+    got = read_source(source) if p.train_on == "both" else Collected(rows.iloc[:0])
+    frame = snapshot_frame(combine(got.frame if p.train_on == "both" else None, rows))
+    if frame.empty:
+        raise StageError(f"no labelled production answers in {p.production.export} "
+                         f"(collect.production)")
+    write_parquet(frame, path)
+    if got.lines:
+        info["original_lines"] = {k: int(v) for k, v in got.lines.items()}
+    return Collected(pd.DataFrame(), got.rejected, Counter(),
+                     frame.attrs.get("rejected_events")), info
+
+
 def first_rejection(rejected: pd.DataFrame) -> str:
     row = rejected.iloc[0]
     return f"{row['file']} line {row['line']}: {row['reason']}"

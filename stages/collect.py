@@ -2,6 +2,7 @@
 that could not be read as rows (with file, line and reason), and a manifest."""
 
 from lifecycle import cli, io, params, scale, sources
+from lifecycle.errors import StageError
 
 
 def main() -> str:
@@ -10,19 +11,26 @@ def main() -> str:
                      manifest="manifest (JSON)")
     p = params.load("collect")
     if (engine := scale.load()).kind == "dask":   # the same outputs, on a cluster
+        if p.train_on != "original":
+            raise StageError("collect.train_on: production rows are read by the pandas engine "
+                             "only (set engine: pandas for a retrain)")
         from lifecycle.scale import collect as run
         return run.collect(args, p, engine)
     source = sources.pin(p.source, args.manifest)  # a stream: the range of events, fixed
-    got = sources.write_snapshot(source, args.snapshot)
+    got, production = sources.write_training_snapshot(p, source, args.snapshot)
     io.write_parquet(got.rejected, args.rejected)
     digest = io.sha256_file(args.snapshot)
     manifest = sources.manifest(source, got, args.snapshot, digest)
+    if production:
+        manifest.update(train_on=p.train_on, production=production)
     io.write_json(manifest, args.manifest)
     sources.check_rejected(got, p.max_rejected_share)
     rejected = (f"; {len(got.rejected)} line(s) rejected -> {args.rejected}"
                 if len(got.rejected) else "")
+    origin = p.source.kind if not production else (
+        f"{p.train_on} ({production['rows']} production rows)")
     return (f"{manifest['rows']} rows x {len(manifest['columns'])} columns from "
-            f"{p.source.kind} -> {args.snapshot} (sha256 {digest[:12]}){rejected}"
+            f"{origin} -> {args.snapshot} (sha256 {digest[:12]}){rejected}"
             + (f"; {len(got.events)} events held no record (reasons in {args.manifest})"
                if got.events else ""))
 

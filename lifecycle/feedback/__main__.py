@@ -1,0 +1,101 @@
+"""`python -m lifecycle.feedback {retrain,judge,promote,watch,loop}`: the feedback loop.
+
+  retrain  export the registry, run the DAG as a DVC experiment on the refreshed data, judge
+           the challenger against the champion (stage prod) -> metrics/promotion.json
+  judge    only the judgement (the experiment already in the workspace)
+  promote  register the judged challenger as the next version in prod; --server switches a
+           blue/green server to it
+  watch    judge the promoted version's first labelled window; roll back when it is worse
+           than the old version's interval (exit 3 after a rollback)
+  loop     for cron / CI: monitor first (--trigger alert: stop unless an alert fired), then
+           retrain, judge and promote when the gate says so
+
+Exit codes: 0 done (promoted, or nothing to do), 1 an error (one line), 2 the gate kept the
+champion, 3 rolled back. Admin calls read the token from $SERVING_ADMIN_TOKEN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from lifecycle.errors import ParamsError, StageError
+from lifecycle.feedback import loop
+
+KEPT, ROLLED_BACK = 2, 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lifecycle.feedback", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repo", default=".")
+    parser.add_argument("--model", default="churn-model")
+    parser.add_argument("--registry", default=os.environ.get(
+        "REGISTRY_URL", "sqlite:///data/registry/inference.sqlite"))
+    parser.add_argument("--server", help="a blue/green server to switch (http://host:port)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("retrain", "loop"):
+        s = sub.add_parser(name)
+        s.add_argument("--train-on", choices=["production", "both"], default="both")
+        s.add_argument("--name", help="the experiment's name")
+        if name == "loop":
+            s.add_argument("--trigger", choices=["alert", "always"], default="alert",
+                           help="alert: retrain only when monitoring raised an alert")
+            s.add_argument("--promote", action="store_true", help="register + switch if it wins")
+    sub.add_parser("judge")
+    sub.add_parser("promote")
+    w = sub.add_parser("watch")
+    w.add_argument("--new", required=True, help="the promoted version (v1.1.0)")
+    w.add_argument("--old", required=True, help="the version before it")
+    args = parser.parse_args(argv)
+    token = os.environ.get("SERVING_ADMIN_TOKEN")
+    try:
+        return _run(args, token)
+    except (StageError, ParamsError) as exc:
+        print(f"feedback: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args, token: str | None) -> int:
+    from lifecycle import params
+
+    repo = args.repo
+    export = params.load("collect", Path(repo) / "params.yaml").production.export
+    if args.command == "loop" and args.trigger == "alert":
+        if not loop.monitor(args.registry, export, repo):
+            loop.log("no monitoring alert: nothing to retrain")
+            return 0
+        loop.log("monitoring raised an alert: retraining")
+    if args.command in ("retrain", "loop"):
+        rows = loop.export(args.registry, os.path.join(repo, export))
+        until = loop.newest_labelled(os.path.join(repo, export))
+        loop.log(f"{rows} recorded answers -> {export}; retraining on {args.train_on} "
+                 f"up to {until.isoformat()}")
+        loop.retrain(args.train_on, until, args.name, repo)
+    if args.command in ("retrain", "loop", "judge"):
+        result = loop.judge(repo, model=args.model)
+        loop.log(loop.evidence_message(result).replace("\n", "\n  "))
+        if not result["promote"]:
+            return KEPT
+        if args.command != "loop" or not args.promote:
+            return 0
+    if args.command in ("promote", "loop"):
+        out = loop.promote(loop.read_result(repo), repo, args.model, args.server, token)
+        loop.log(f"registered {out['version']} in prod (was {out['previous']})"
+                 + (f"; server live slot {out['server']['live']}" if "server" in out else ""))
+        return 0
+    verdict = loop.watch(args.new, args.old, repo, args.model, args.server, token)
+    if verdict is None:
+        loop.log(f"{args.new}: fewer labelled answers than feedback.rollback.window_rows yet")
+        return 0
+    loop.log(f"{args.new} realized {verdict['metric']} {verdict['new']:.4f} vs {args.old} "
+             f"{verdict['old']:.4f} interval [{verdict['old_interval'][0]:.4f}, "
+             f"{verdict['old_interval'][1]:.4f}] on {verdict['rows']} rows: "
+             + ("ROLLED BACK" if verdict["rollback"] else "kept"))
+    return ROLLED_BACK if verdict["rollback"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The loop's steps, each callable alone: export the registry, retrain as a DVC experiment,
+judge the challenger against the champion, promote (GTO + the server's switch), and watch the
+promotion (rollback).
+
+    retrain: registry -> Parquet; `dvc exp run -S collect.train_on=both
+             -S collect.production.until=<newest labelled answer> -S validate.as_of=<same>`
+    judge:   champion (the bundle at stage prod) vs challenger (models/bundle) on the newest
+             `collect.production.judge_rows` labelled answers, which neither trained on
+             -> metrics/promotion.json
+    promote: commit the experiment, register it as the next GTO version in stage prod (the
+             evidence in the tag's message), switch a blue/green server to it
+    watch:   the new version's first labelled window vs the old version's interval on the same
+             rows -> metrics/rollback.json; rolls back (GTO prod and the server) when worse
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from lifecycle import io, params
+from lifecycle.errors import StageError
+from lifecycle.feedback import production, rollout
+from lifecycle.feedback.settings import FeedbackParams
+
+PROMOTION = Path("metrics/promotion.json")
+ROLLBACK = Path("metrics/rollback.json")
+
+
+def export(registry_url: str, path: str | Path) -> int:
+    from lifecycle.serving.registry import export_parquet
+
+    return export_parquet(registry_url, path)
+
+
+def monitor(registry_url: str, export_path: str | Path, repo: str | Path = ".") -> bool:
+    """What `make monitor` runs (export, the monitoring pipeline, its gate): True on an alert
+    at `monitor.alerts.fail_on` or worse."""
+    export(registry_url, Path(repo) / export_path)
+    step = subprocess.run(["dvc", "repro", "--single-item", "monitoring/dvc.yaml:monitor"],
+                          cwd=repo, capture_output=True, text=True)
+    if step.returncode:
+        raise StageError("monitoring failed: " + (step.stderr or step.stdout).strip()[-500:])
+    gate = subprocess.run([sys.executable, "-m", "lifecycle.monitoring", "gate",
+                           "monitoring/out/results.json"], cwd=repo, capture_output=True,
+                          text=True)
+    for line in gate.stderr.strip().splitlines():
+        log(line.removeprefix("monitor: "))
+    if gate.returncode not in (0, 1):
+        raise StageError(f"monitoring gate failed: {gate.stderr.strip()[-300:]}")
+    return gate.returncode == 1
+
+
+def newest_labelled(path: str | Path) -> pd.Timestamp:
+    answers = production.labelled_answers(path)
+    if answers.empty:
+        raise StageError(f"no labelled answers in {path}: nothing to retrain on yet")
+    return answers["created_at"].iloc[-1]
+
+
+def retrain(train_on: str, until: pd.Timestamp, name: str | None = None,
+            repo: str | Path = ".") -> str:
+    """Run the DAG as a DVC experiment on the refreshed data; returns dvc's output."""
+    stamp = until.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%f")
+    cmd = ["dvc", "exp", "run", "-S", f"collect.train_on={train_on}",
+           "-S", f"collect.production.until='{stamp}'", "-S", f"validate.as_of='{stamp}'"]
+    if name:
+        cmd += ["--name", name]
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
+    if proc.returncode:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+        raise StageError(f"retraining failed (dvc exp run exited {proc.returncode}):\n{tail}")
+    return proc.stdout
+
+
+def judge_window(repo: str | Path = ".") -> tuple[pd.DataFrame, str]:
+    """The newest labelled answers (collect.production as params.yaml now says), as source
+    rows; and the target column."""
+    from lifecycle.contract import load_contract
+
+    p = params.load("collect", Path(repo) / "params.yaml").production
+    contract = load_contract(Path(repo) / "contract.yaml")
+    answers = production.labelled_answers(Path(repo) / p.export, p.until, p.window_days)
+    _, window = production.split_judge(answers, p.judge_rows)
+    return production.as_source_rows(window, contract), contract.target.column
+
+
+def judge(repo: str | Path = ".", challenger: str | Path = "models/bundle",
+          model: str = "churn-model") -> dict:
+    """Challenger vs the champion at stage prod on the judge window -> metrics/promotion.json."""
+    from lifecycle.feedback.judge import judge as run_judge
+    from lifecycle.packaging.runtime import load_bundle
+    from lifecycle.serving.deploy import VariantSpec, fetch_bundle
+
+    repo = Path(repo)
+    fp = params.load("feedback", repo / "params.yaml", model=FeedbackParams)
+    metric = fp.gate.metric or params.load("evaluate", repo / "params.yaml").primary_metric
+    gate_params = fp.gate.model_copy(update={"metric": metric})
+    champion = load_bundle(fetch_bundle(VariantSpec(stage="prod"), model, repo))
+    contender = load_bundle(repo / challenger)
+    rows, target = judge_window(repo)
+    decision, facts = run_judge(champion, contender, rows, target, gate_params,
+                                seed=fp.gate.seed)
+    out = {"promote": decision.promote, "decision": decision.as_dict(), "window": facts,
+           "champion": {"version": rollout.prod_version(model, repo), "bundle": champion.version},
+           "challenger": {"bundle": contender.version, "path": str(challenger)}}
+    rollout.write_json(out, repo / PROMOTION)
+    return out
+
+
+def evidence_message(result: dict) -> str:
+    """The gate's decision in a few lines, for the GTO tag message (the registry's record)."""
+    d = result["decision"]
+    p = d["primary"]
+    lines = [f"gate: {'PROMOTE' if result['promote'] else 'KEEP CHAMPION'} "
+             f"({p['metric']} {p['challenger']:.4f} vs {p['champion']:.4f}, difference "
+             f"{p['difference']:+.4f}, {p['confidence']:.0%} interval [{p['low']:+.4f}, "
+             f"{p['high']:+.4f}], {p['method']}, min effect {d['min_effect']}, "
+             f"{result['window']['rows_scored']} rows)"]
+    lines += [f"guardrail {g['name']}: {g['champion']} -> {g['challenger']} "
+              f"({'ok' if g['passed'] else 'FAIL'}, tolerance {g['tolerance']})"
+              for g in d["guardrails"]]
+    lines += [f"why not: {r}" for r in d["reasons"]]
+    return "\n".join(lines)
+
+
+def promote(result: dict, repo: str | Path = ".", model: str = "churn-model",
+            server: str | None = None, token: str | None = None) -> dict:
+    """Commit the experiment's results, register the next version in prod, switch the server."""
+    repo = Path(repo)
+    if not result["promote"]:
+        raise StageError("the gate did not promote the challenger: nothing to register "
+                         f"({'; '.join(result['decision']['reasons'])})")
+    previous = rollout.prod_version(model, repo)
+    rollout._git(["add", "dvc.lock", "params.yaml", "metrics"], repo)
+    rollout._git(["-c", "user.name=lifecycle", "-c", "user.email=lifecycle@localhost",
+                  "commit", "-q", "-m", "retrain: challenger promoted by the gate\n\n"
+                  + evidence_message(result)], repo)
+    version = rollout.next_version(model, repo)
+    rollout.register(model, version, evidence_message(result), repo)
+    out = {"version": version, "previous": previous,
+           "commit": rollout._git(["rev-parse", "HEAD"], repo)}
+    if server:
+        out["server"] = rollout.switch(server, token or "")
+    return out
+
+
+def watch(new_version: str, old_version: str, repo: str | Path = ".",
+          model: str = "churn-model", server: str | None = None,
+          token: str | None = None) -> dict | None:
+    """Judge the first labelled window of `new_version`'s answers (given since the newest prod
+    assignment) against `old_version`
+    (None while fewer than `feedback.rollback.window_rows` have arrived); roll back when the
+    rule says so: GTO prod back to the old version, the server's previous slot live again."""
+    from lifecycle.contract import load_contract
+    from lifecycle.packaging.runtime import load_bundle
+    from lifecycle.serving.deploy import VariantSpec, fetch_bundle
+
+    repo = Path(repo)
+    fp = params.load("feedback", repo / "params.yaml", model=FeedbackParams)
+    p = params.load("collect", repo / "params.yaml").production
+    metric = fp.gate.metric or params.load("evaluate", repo / "params.yaml").primary_metric
+    new = load_bundle(fetch_bundle(VariantSpec(version=new_version), model, repo))
+    old = load_bundle(fetch_bundle(VariantSpec(version=old_version), model, repo))
+    since = rollout.assigned_at(model, repo)  # the promotion: only answers given after it
+    answers = production.labelled_answers(repo / p.export)
+    answers = answers[(answers["model_version"] == new.version)
+                      & (answers["created_at"] >= since)]
+    if len(answers) < fp.rollback.window_rows:
+        return None
+    window = answers.iloc[:fp.rollback.window_rows]
+    contract = load_contract(repo / "contract.yaml")
+    rows = production.as_source_rows(window, contract)
+    verdict = rollout.rollback_due(new, old, rows, contract.target.column, metric,
+                                   fp.gate.confidence, fp.gate.resamples, fp.gate.seed)
+    verdict.update({"new_registered": new_version, "old_registered": old_version})
+    if verdict["rollback"]:
+        rollout.assign(model, old_version, f"rollback: {new_version} realized "
+                       f"{verdict['metric']} {verdict['new']:.4f} below {old_version}'s "
+                       f"interval [{verdict['old_interval'][0]:.4f}, "
+                       f"{verdict['old_interval'][1]:.4f}]", repo)
+        if server:
+            verdict["server"] = rollout.rollback_server(server, token or "")
+    rollout.write_json(verdict, repo / ROLLBACK)
+    return verdict
+
+
+def log(message: str) -> None:
+    print(f"feedback: {message}", file=sys.stderr, flush=True)
+
+
+def read_result(repo: str | Path = ".") -> dict:
+    return io.read_json(Path(repo) / PROMOTION)

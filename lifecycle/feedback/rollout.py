@@ -1,0 +1,150 @@
+"""Promotion and rollback: GTO versions and the `prod` stage, the running server's switch, and
+the rule that takes a promotion back.
+
+- `register`: the committed bundle becomes a GTO version of the model (an annotated git tag
+  whose message carries the gate's evidence) and is assigned the stage `prod`.
+- `switch` / `rollback_server`: a server deployed blue/green (`deploy/*.yaml`) makes its other
+  slot live, or the previous one again, through its admin API: both slots are loaded, so no
+  request fails during the switch (lifecycle/serving/deploy.py `Router`).
+- `rollback_due`: after a promotion, the new version's realized metric on a window of its own
+  labelled answers, against the old version's interval on the very same rows (the old bundle
+  scores them too). Below the old one's interval's low end: roll back.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lifecycle.errors import StageError
+
+
+def _git(args: list[str], repo: str | Path) -> str:
+    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+    if proc.returncode:
+        raise StageError(f"git {' '.join(args)}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout.strip()
+
+
+def versions(model: str, repo: str | Path = ".") -> list[str]:
+    """The registered versions of `model`, oldest first (GTO semver tags)."""
+    import gto.api
+
+    found = gto.api.show(str(repo), model) or []
+    return sorted((v["version"] for v in found if v.get("version")), key=_semver)
+
+
+def _semver(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in version.lstrip("v").split(".")[:3])
+
+
+def next_version(model: str, repo: str | Path = ".") -> str:
+    have = versions(model, repo)
+    if not have:
+        return "v1.0.0"
+    major, minor, _ = _semver(have[-1])
+    return f"v{major}.{minor + 1}.0"
+
+
+def prod_version(model: str, repo: str | Path = ".", stage: str = "prod") -> str | None:
+    """The version in `stage` now, or None."""
+    import gto.api
+
+    try:
+        found = gto.api.find_versions_in_stage(str(repo), model, stage)
+    except Exception as exc:  # noqa: BLE001 - gto raises many types for "nothing registered"
+        if "Cannot find artifact" in str(exc):
+            return None
+        raise StageError(f"cannot read GTO stages of {model}: {exc}") from exc
+    return found[0].version if found else None
+
+
+def register(model: str, version: str, message: str, repo: str | Path = ".",
+             stage: str = "prod") -> None:
+    """Register HEAD as `version` (tag message: `message`) and assign it to `stage`."""
+    import gto.api
+
+    gto.api.register(str(repo), model, "HEAD", version=version, message=message, push=False)
+    assign(model, version, f"{stage} <- {version}", repo, stage)
+
+
+def assign(model: str, version: str, message: str, repo: str | Path = ".",
+           stage: str = "prod") -> None:
+    import gto.api
+
+    gto.api.assign(str(repo), model, stage, version=version, message=message, push=False,
+                   force=True)
+
+
+def assigned_at(model: str, repo: str | Path = ".", stage: str = "prod") -> pd.Timestamp:
+    """When the newest assignment of `stage` was made (its GTO tag's date, UTC)."""
+    out = _git(["for-each-ref", "--sort=-creatordate", "--count=1",
+                "--format=%(creatordate:unix)", f"refs/tags/{model}#{stage}#*"], repo)
+    if not out:
+        raise StageError(f"{model} was never assigned to {stage}")
+    return pd.Timestamp(int(out), unit="s", tz="UTC")
+
+
+# --- the running server ----------------------------------------------------------------------
+def _admin(url: str, path: str, token: str, body: dict | None = None) -> dict:
+    import httpx
+
+    response = httpx.post(f"{url}{path}", json=body or {}, timeout=30,
+                          headers={"Authorization": f"Bearer {token}"})
+    if response.status_code != 200:
+        raise StageError(f"{url}{path}: HTTP {response.status_code}: {response.text[:300]}")
+    return response.json()
+
+
+def switch(url: str, token: str, to: str | None = None) -> dict:
+    """Blue/green: make the idle slot (or `to`) live on the server at `url`."""
+    return _admin(url, "/admin/switch", token, {"to": to} if to else {})
+
+
+def rollback_server(url: str, token: str) -> dict:
+    """Blue/green: make the previously live slot live again."""
+    return _admin(url, "/admin/rollback", token)
+
+
+# --- the rollback rule -----------------------------------------------------------------------
+def rollback_due(new_bundle, old_bundle, rows: pd.DataFrame, target: str, metric: str,
+                 confidence: float, resamples: int, seed: int) -> dict:
+    """Judge the new version's first labelled window: its realized `metric` against the old
+    version's percentile-bootstrap interval on the same rows. `rollback` True when below it."""
+    from lifecycle.evaluation import bootstrap_ci, weighted_metric
+    from lifecycle.feedback.judge import common_rows, predictions
+    from lifecycle.metrics import REGISTRY
+
+    kept, refused = common_rows(old_bundle, new_bundle, rows[rows[target].notna()])
+    new = predictions(new_bundle, kept, target)
+    old = predictions(old_bundle, kept, target)
+    ones = np.ones((1, len(kept)))
+    new_value = float(weighted_metric(new, metric, new_bundle.threshold, ones)[0])
+    old_value = float(weighted_metric(old, metric, old_bundle.threshold, ones)[0])
+    ci = bootstrap_ci(old, metric, old_bundle.threshold, resamples, confidence, seed)
+    higher = REGISTRY[metric].higher_is_better
+    below = new_value < ci["low"] if higher else new_value > ci["high"]
+    return {"rollback": bool(below), "metric": metric, "rows": len(kept),
+            "rows_refused": refused, "new_version": new_bundle.version,
+            "old_version": old_bundle.version, "new": new_value, "old": old_value,
+            "old_interval": [ci["low"], ci["high"]], "confidence": confidence,
+            "rule": ("roll back when the new version's realized metric on its window is worse "
+                     "than the low end of the old version's interval on the same rows")}
+
+
+def write_json(payload: dict, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_plain) + "\n")
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    raise TypeError(f"not JSON: {type(value).__name__}")
