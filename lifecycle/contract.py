@@ -121,7 +121,15 @@ def mask(values, salt: str = "pii"):
     import hashlib
 
     return [
-        None if v is None or v != v else
+        None if _missing(v) else
         "masked:" + hashlib.sha256(f"{salt}:{v}".encode()).hexdigest()[:12]
         for v in values
     ]
+
+
+def _missing(value) -> bool:
+    """None, NaN or pandas.NA (whose comparisons are NA, not a bool)."""
+    try:
+        return value is None or bool(value != value)
+    except TypeError:
+        return True

@@ -5,6 +5,8 @@
   judge    only the judgement (the experiment already in the workspace)
   promote  register the judged challenger as the next version in prod; --server switches a
            blue/green server to it
+  online   the river learner in shadow over the registry (prequential), judged by the gate
+           against the served model on the judge window -> metrics/online.json
   watch    judge the promoted version's first labelled window; roll back when it is worse
            than the old version's interval (exit 3 after a rollback)
   loop     for cron / CI: monitor first (--trigger alert: stop unless an alert fired), then
@@ -45,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                            help="alert: retrain only when monitoring raised an alert")
             s.add_argument("--promote", action="store_true", help="register + switch if it wins")
     sub.add_parser("judge")
+    sub.add_parser("online", help="the online learner in shadow over the registry, judged")
     sub.add_parser("promote")
     w = sub.add_parser("watch")
     w.add_argument("--new", required=True, help="the promoted version (v1.1.0)")
@@ -74,6 +77,15 @@ def _run(args, token: str | None) -> int:
         loop.log(f"{rows} recorded answers -> {export}; retraining on {args.train_on} "
                  f"up to {until.isoformat()}")
         loop.retrain(args.train_on, until, args.name, repo)
+    if args.command == "online":
+        loop.export(args.registry, Path(repo) / export)
+        out = loop.online_shadow(repo, args.model)
+        d = out["decision"]["primary"]
+        loop.log(f"online {out['learner']}: {out['events_learned']} events learned "
+                 f"(prequential ROC AUC {out['prequential_roc_auc']:.4f}); on the judge window "
+                 f"{d['challenger']:.4f} vs served {d['champion']:.4f}: "
+                 + ("PROMOTABLE" if out["promote"] else "; ".join(out["decision"]["reasons"])))
+        return 0 if out["promote"] else KEPT
     if args.command in ("retrain", "loop", "judge"):
         result = loop.judge(repo, model=args.model)
         loop.log(loop.evidence_message(result).replace("\n", "\n  "))

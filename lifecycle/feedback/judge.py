@@ -44,6 +44,14 @@ def latency_p95_ms(bundle, rows: pd.DataFrame, records: int = 50, seed: int = 0)
     return float(np.quantile(times, 0.95))
 
 
+def labelled_rows(bundle, rows: pd.DataFrame, target: str) -> pd.DataFrame:
+    """Rows whose label is one the model knows (an outcome outside them judges nothing)."""
+    rows = rows[rows[target].notna()]
+    if bundle.task == "regression":
+        return rows
+    return rows[rows[target].astype(str).isin([str(c) for c in bundle.classes])]
+
+
 def common_rows(champion, challenger, rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """(rows both bundles accept, how many either refused)."""
     ok_a, _ = champion.check_rows(rows)
@@ -59,7 +67,7 @@ def judge(champion, challenger, rows: pd.DataFrame, target: str, p, seed: int = 
     `p`: the gate params (metric, min_effect, confidence, resamples, guardrails).
     `latencies`: (champion, challenger) p95 ms measured elsewhere (e.g. the registry); measured
     here in process when None."""
-    rows = rows[rows[target].notna()]
+    rows = labelled_rows(champion, rows, target)
     kept, refused = common_rows(champion, challenger, rows)
     a, b = predictions(champion, kept, target), predictions(challenger, kept, target)
     primary = gate.paired_difference(p.metric, a, b, (champion.threshold, challenger.threshold),

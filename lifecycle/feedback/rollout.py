@@ -31,11 +31,9 @@ def _git(args: list[str], repo: str | Path) -> str:
 
 
 def versions(model: str, repo: str | Path = ".") -> list[str]:
-    """The registered versions of `model`, oldest first (GTO semver tags)."""
-    import gto.api
-
-    found = gto.api.show(str(repo), model) or []
-    return sorted((v["version"] for v in found if v.get("version")), key=_semver)
+    """The registered versions of `model`, oldest first (GTO's tags `<model>@vX.Y.Z`)."""
+    tags = _git(["tag", "-l", f"{model}@v*"], repo).split()
+    return sorted((t.split("@", 1)[1] for t in tags), key=_semver)
 
 
 def _semver(version: str) -> tuple[int, ...]:
@@ -89,6 +87,19 @@ def assigned_at(model: str, repo: str | Path = ".", stage: str = "prod") -> pd.T
     return pd.Timestamp(int(out), unit="s", tz="UTC")
 
 
+def roll_back(model: str, new_version: str, old_version: str, message: str,
+              repo: str | Path = ".", stage: str = "prod") -> None:
+    """Take `new_version` out of `stage` (GTO keeps every assigned version in a stage and
+    serves the highest: unassigning the new one is what makes the old one current again),
+    and assign `old_version` again, both with `message`."""
+    import gto.api
+
+    gto.api.unassign(str(repo), model, version=new_version, stage=stage, message=message,
+                     push=False)
+    if prod_version(model, repo, stage) != old_version:
+        assign(model, old_version, message, repo, stage)
+
+
 # --- the running server ----------------------------------------------------------------------
 def _admin(url: str, path: str, token: str, body: dict | None = None) -> dict:
     import httpx
@@ -116,10 +127,10 @@ def rollback_due(new_bundle, old_bundle, rows: pd.DataFrame, target: str, metric
     """Judge the new version's first labelled window: its realized `metric` against the old
     version's percentile-bootstrap interval on the same rows. `rollback` True when below it."""
     from lifecycle.evaluation import bootstrap_ci, weighted_metric
-    from lifecycle.feedback.judge import common_rows, predictions
+    from lifecycle.feedback.judge import common_rows, labelled_rows, predictions
     from lifecycle.metrics import REGISTRY
 
-    kept, refused = common_rows(old_bundle, new_bundle, rows[rows[target].notna()])
+    kept, refused = common_rows(old_bundle, new_bundle, labelled_rows(old_bundle, rows, target))
     new = predictions(new_bundle, kept, target)
     old = predictions(old_bundle, kept, target)
     ones = np.ones((1, len(kept)))

@@ -1,0 +1,160 @@
+"""Full refit vs incremental vs online, on the same windows: time and score.
+
+    python bench/feedback_modes.py [--seeds 10] [--production 600] [--judge 800]
+
+Needs the reproduced project (`make run`). Windows as in bench/feedback_gate.py: per seed, the
+held-out test rows cut in two disjoint halves; `--production` labelled production rows drawn
+from one (the simulator's `draw`, under the shift), a newer `--judge` window from the other.
+For each model family that can continue (the bundle's logistic regression; histogram gradient
+boosting fitted on train the same way), on the same rows:
+
+- champion: the model fitted on train, unchanged;
+- full: the Pipeline refitted on train + production rows;
+- incremental: the champion continued on the production rows only
+  (lifecycle/feedback/incremental.py; its featurizer unchanged);
+- online: river over the champion featurizer's features (lifecycle/feedback/online.py), one pass
+  over train, then prequential over the production rows (predict, then learn each event).
+
+Score: ROC AUC on the judge window (and the gate's decision against the champion), time: the
+update's wall seconds (for online: the production events only, and per event). The load
+average is printed beside the timings; the time ratios are what survives load.
+Output: bench/results/feedback_modes.json and .md (gitignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--production", type=int, default=600)
+    parser.add_argument("--judge", type=int, default=800)
+    parser.add_argument("--shifts", default="none,concept")
+    args = parser.parse_args()
+
+    import numpy as np
+    import pandas as pd
+    from sklearn.base import clone
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import roc_auc_score
+
+    from lifecycle import features, params
+    from lifecycle.contract import load_contract
+    from lifecycle.evaluation import Predictions
+    from lifecycle.feedback import gate
+    from lifecycle.feedback.incremental import continue_fit
+    from lifecycle.feedback.online import OnlineLearner
+    from lifecycle.feedback.settings import FeedbackParams
+    from lifecycle.monitoring.simulate import draw
+    from lifecycle.packaging.runtime import load_bundle
+
+    bundle = load_bundle(ROOT / "models" / "bundle")
+    contract = load_contract(ROOT / "contract.yaml")
+    fp = params.load("feedback", ROOT / "params.yaml", model=FeedbackParams)
+    derived = bundle.inference["derived"]
+    target, positive = contract.target.column, str(contract.target.positive)
+    negative = next(str(v) for v in contract.columns[target].allowed if str(v) != positive)
+    train = pd.read_parquet(ROOT / "data" / "processed" / "train.parquet")
+    pool = pd.read_parquet(ROOT / "data" / "processed" / "test.parquet")
+
+    def frame(rows):
+        return features.model_frame(rows, contract, derived)
+
+    def labels(rows):
+        return (rows[target].astype(str) == positive).to_numpy(int)
+
+    X_train, y_train = frame(train), labels(train)
+    logistic = bundle.pipeline
+    boosting = clone(logistic)
+    boosting.steps[-1] = ("model", HistGradientBoostingClassifier(
+        max_iter=200, learning_rate=0.05, early_stopping=False, random_state=0))
+    boosting.fit(X_train, y_train)
+    champions = {"logistic_regression": logistic, "gradient_boosting": boosting}
+
+    load_start, results = os.getloadavg()[0], []
+    for shift in args.shifts.split(","):
+        for family, champion in champions.items():
+            cell = {m: {"auc": [], "seconds": [], "promoted": 0}
+                    for m in ("champion", "full", "incremental", "online")}
+            online_prequential = []
+            for seed in range(args.seeds):
+                rng = np.random.default_rng(10_000 + seed)
+                order = rng.permutation(len(pool))
+                half = len(pool) // 2
+                production = draw(pool.iloc[order[:half]], shift, args.production, seed,
+                                  target, positive, negative)
+                window = draw(pool.iloc[order[half:]], shift, args.judge, seed + 1, target,
+                              positive, negative)
+                X_prod, y_prod = frame(production), labels(production)
+                X_win, y_win = frame(window), labels(window)
+                scores, seconds = {"champion": champion.predict_proba(X_win)[:, 1]}, {
+                    "champion": 0.0}
+                t = time.perf_counter()
+                full = clone(champion).fit(pd.concat([X_train, X_prod], ignore_index=True),
+                                           np.r_[y_train, y_prod])
+                seconds["full"] = time.perf_counter() - t
+                scores["full"] = full.predict_proba(X_win)[:, 1]
+                t = time.perf_counter()
+                inc = continue_fit(champion, X_prod, y_prod, seed=seed)
+                seconds["incremental"] = time.perf_counter() - t
+                scores["incremental"] = inc.predict_proba(X_win)[:, 1]
+                learner = OnlineLearner(champion[:-1], fp.online.model,
+                                        fp.online.learning_rate, fp.online.seed)
+                learner.warm(X_train, y_train)
+                t = time.perf_counter()
+                preq = learner.prequential(X_prod, y_prod)
+                seconds["online"] = time.perf_counter() - t
+                online_prequential.append(roc_auc_score(y_prod, preq))
+                scores["online"] = learner.predict(X_win)
+                base = Predictions("binary", y_win, scores["champion"], (0, 1))
+                for mode, s in scores.items():
+                    cell[mode]["auc"].append(roc_auc_score(y_win, s))
+                    cell[mode]["seconds"].append(seconds[mode])
+                    if mode != "champion":
+                        d = gate.paired_difference("roc_auc", base,
+                                                   Predictions("binary", y_win, s, (0, 1)),
+                                                   (0.5, 0.5), fp.gate.confidence, 1, seed)
+                        cell[mode]["promoted"] += gate.decide(d, fp.gate.min_effect, []).promote
+            for mode, c in cell.items():
+                row = {"shift": shift, "family": family, "mode": mode, "seeds": args.seeds,
+                       "auc_mean": round(float(np.mean(c["auc"])), 4),
+                       "auc_sd": round(float(np.std(c["auc"], ddof=1)), 4),
+                       "seconds_median": round(float(np.median(c["seconds"])), 4),
+                       "promoted": c["promoted"] if mode != "champion" else None}
+                if mode == "online":
+                    row["per_event_ms"] = round(1000 * row["seconds_median"]
+                                                / args.production, 4)
+                    row["prequential_auc_mean"] = round(float(np.mean(online_prequential)), 4)
+                results.append(row)
+                print(json.dumps(row), flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    summary = {"production_rows": args.production, "judge_rows": args.judge,
+               "train_rows": len(train), "load_average_1m_start": round(load_start, 2),
+               "load_average_1m_end": round(os.getloadavg()[0], 2), "rows": results}
+    (RESULTS / "feedback_modes.json").write_text(json.dumps(summary, indent=2) + "\n")
+    lines = ["| shift | family | mode | ROC AUC on the judge window (mean ± sd) | "
+             "update seconds (median) | promoted by the gate |", "|---|---|---|---|---|---|"]
+    for r in results:
+        extra = (f" ({r['per_event_ms']} ms/event; prequential AUC {r['prequential_auc_mean']})"
+                 if r["mode"] == "online" else "")
+        promoted = "" if r["promoted"] is None else f"{r['promoted']}/{r['seeds']}"
+        lines.append(f"| {r['shift']} | {r['family']} | {r['mode']} | {r['auc_mean']:.4f} ± "
+                     f"{r['auc_sd']:.4f} | {r['seconds_median']:.3f}{extra} | {promoted} |")
+    (RESULTS / "feedback_modes.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"load average {summary['load_average_1m_start']} -> {summary['load_average_1m_end']}")
+
+
+if __name__ == "__main__":
+    main()
