@@ -1,10 +1,11 @@
 """The feedback loop end to end, in a temporary repo with the real server, DVC and GTO:
 
 v1 (GTO stage prod) serves; the simulator sends concept-shifted traffic with delayed
-feedback; `python -m lifecycle.feedback loop --trigger alert --promote` sees the monitoring
-alert, retrains as a DVC experiment on original + production rows, judges the challenger
-against v1 on the newest labelled window (which neither trained on), and registers v1.1.0 in
-prod with its evidence. A blue/green server switches to it under load with no failed request;
+feedback; the online learner runs in shadow over the answers (prequential);
+`python -m lifecycle.feedback loop --trigger alert --promote` sees the monitoring alert,
+retrains as a DVC experiment on original + production rows, judges the challenger against
+v1 on the newest labelled window (which neither trained on), and registers v1.1.0 in prod
+with its evidence. A blue/green server switches to it under load with no failed request;
 its realized performance on the next window is above v1's on the same rows (`watch` keeps it).
 Then the stale v1 bundle, forced back into prod as v1.2.0 without the gate, is rolled back by
 `watch` after its first window: GTO prod returns to v1.1.0 and the server's previous slot is
@@ -116,6 +117,13 @@ def test_alert_retrain_promote_switch_recover_and_roll_back(loop_repo: Path, tmp
     with serve(ws, tmp_path / "s1", registry, v1_only) as s1:
         simulate(s1, ws, "concept", older, half, seed=2)
         simulate(s1, ws, "concept", newer, 300, seed=3)  # the newest labelled window
+
+    # the online learner in shadow over the same answers, judged by the same gate
+    proc = feedback_cli(ws, registry, "online")
+    assert proc.returncode in (0, 2), proc.stderr
+    online = json.loads((ws / "metrics" / "online.json").read_text())
+    assert online["events_learned"] == half and online["prequential_roc_auc"] > 0.6
+    assert online["decision"]["primary"]["rows"] == 300
 
     # 2. the alert starts the loop: retrain (dvc exp run), judge, promote
     proc = feedback_cli(ws, registry, "loop", "--trigger", "alert", "--promote",
