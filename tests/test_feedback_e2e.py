@@ -49,9 +49,10 @@ def loop_repo(reproduced: Path, tmp_path_factory) -> Path:
                     ignore=shutil.ignore_patterns("out", "dvc.lock"))
     config = yaml.safe_load((ws / "params.yaml").read_text())
     config["monitor"]["window"]["size"] = 300
-    config["monitor"]["multivariate_drift"]["null_draws"] = 5
     config["collect"]["production"]["judge_rows"] = 300
     config["feedback"]["rollback"]["window_rows"] = 300
+    config["explain"].update(lime=False, n_repeats=1, samples=1, shap_rows=50)  # the retrain's
+    #                                                  cost is the DAG's: keep its extras small
     (ws / "params.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     run(["git", "add", "-A"], ws)
     run(["git", *GIT_USER, "commit", "-qm", "v1"], ws)

@@ -98,6 +98,7 @@ def _run(args, token: str | None) -> int:
         loop.log(f"registered {out['version']} in prod (was {out['previous']})"
                  + (f"; server live slot {out['server']['live']}" if "server" in out else ""))
         return 0
+    loop.export(args.registry, Path(repo) / export)  # the answers given since the promotion
     verdict = loop.watch(args.new, args.old, repo, args.model, args.server, token)
     if verdict is None:
         loop.log(f"{args.new}: fewer labelled answers than feedback.rollback.window_rows yet")

@@ -64,7 +64,8 @@ def newest_labelled(path: str | Path) -> pd.Timestamp:
 def retrain(train_on: str, until: pd.Timestamp, name: str | None = None,
             repo: str | Path = ".") -> str:
     """Run the DAG as a DVC experiment on the refreshed data; returns dvc's output."""
-    stamp = until.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%f")
+    # rounded up to the microsecond: the newest answer (nanoseconds) must stay inside `until`
+    stamp = until.tz_convert("UTC").ceil("us").strftime("%Y-%m-%dT%H:%M:%S.%f")
     cmd = ["dvc", "exp", "run", "-S", f"collect.train_on={train_on}",
            "-S", f"collect.production.until='{stamp}'", "-S", f"validate.as_of='{stamp}'"]
     if name:
