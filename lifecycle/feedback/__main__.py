@@ -8,7 +8,7 @@
   online   the river learner in shadow over the registry (prequential), judged by the gate
            against the served model on the judge window -> metrics/online.json
   watch    judge the promoted version's first labelled window; roll back when it is worse
-           than the old version's interval (exit 3 after a rollback)
+           than the old version on the same rows (paired interval below 0; exit 3)
   loop     for cron / CI: monitor first (--trigger alert: stop unless an alert fired), then
            retrain, judge and promote when the gate says so
 
@@ -103,9 +103,10 @@ def _run(args, token: str | None) -> int:
     if verdict is None:
         loop.log(f"{args.new}: fewer labelled answers than feedback.rollback.window_rows yet")
         return 0
+    low, high = verdict["difference_interval"]
     loop.log(f"{args.new} realized {verdict['metric']} {verdict['new']:.4f} vs {args.old} "
-             f"{verdict['old']:.4f} interval [{verdict['old_interval'][0]:.4f}, "
-             f"{verdict['old_interval'][1]:.4f}] on {verdict['rows']} rows: "
+             f"{verdict['old']:.4f} on the same {verdict['rows']} rows, difference "
+             f"[{low:+.4f}, {high:+.4f}]: "
              + ("ROLLED BACK" if verdict["rollback"] else "kept"))
     return ROLLED_BACK if verdict["rollback"] else 0
 

@@ -181,9 +181,10 @@ def watch(new_version: str, old_version: str, repo: str | Path = ".",
     if verdict["rollback"]:
         rollout.roll_back(model, new_version, old_version,
                           f"rollback: {new_version} realized {verdict['metric']} "
-                          f"{verdict['new']:.4f} below {old_version}'s interval "
-                          f"[{verdict['old_interval'][0]:.4f}, "
-                          f"{verdict['old_interval'][1]:.4f}] on {verdict['rows']} rows", repo)
+                          f"{verdict['new']:.4f} vs {old_version} {verdict['old']:.4f} on the "
+                          f"same {verdict['rows']} rows, difference interval "
+                          f"[{verdict['difference_interval'][0]:+.4f}, "
+                          f"{verdict['difference_interval'][1]:+.4f}]", repo)
         if server:
             verdict["server"] = rollout.rollback_server(server, token or "")
     rollout.write_json(verdict, repo / ROLLBACK)

@@ -7,8 +7,8 @@ the rule that takes a promotion back.
   slot live, or the previous one again, through its admin API: both slots are loaded, so no
   request fails during the switch (lifecycle/serving/deploy.py `Router`).
 - `rollback_due`: after a promotion, the new version's realized metric on a window of its own
-  labelled answers, against the old version's interval on the very same rows (the old bundle
-  scores them too). Below the old one's interval's low end: roll back.
+  labelled answers against the old version's on the very same rows (the old bundle scores them
+  too), paired as the gate pairs them: the difference's interval below zero: roll back.
 """
 
 from __future__ import annotations
@@ -124,27 +124,29 @@ def rollback_server(url: str, token: str) -> dict:
 # --- the rollback rule -----------------------------------------------------------------------
 def rollback_due(new_bundle, old_bundle, rows: pd.DataFrame, target: str, metric: str,
                  confidence: float, resamples: int, seed: int) -> dict:
-    """Judge the new version's first labelled window: its realized `metric` against the old
-    version's percentile-bootstrap interval on the same rows. `rollback` True when below it."""
-    from lifecycle.evaluation import bootstrap_ci, weighted_metric
+    """Judge the new version's first labelled window against the old version on the same rows:
+    `rollback` True when the paired difference (new - old, the gate's test: DeLong for ROC AUC)
+    has its whole interval below zero, i.e. the new version is worse than the old one's
+    performance allows. The old version's own interval is recorded too (an unpaired comparison
+    with it misses a 0.04 AUC drop on 300 rows: the intervals are that wide)."""
+    from lifecycle.evaluation import bootstrap_ci
+    from lifecycle.feedback.gate import paired_difference
     from lifecycle.feedback.judge import common_rows, labelled_rows, predictions
-    from lifecycle.metrics import REGISTRY
 
     kept, refused = common_rows(old_bundle, new_bundle, labelled_rows(old_bundle, rows, target))
     new = predictions(new_bundle, kept, target)
     old = predictions(old_bundle, kept, target)
-    ones = np.ones((1, len(kept)))
-    new_value = float(weighted_metric(new, metric, new_bundle.threshold, ones)[0])
-    old_value = float(weighted_metric(old, metric, old_bundle.threshold, ones)[0])
+    paired = paired_difference(metric, old, new, (old_bundle.threshold, new_bundle.threshold),
+                               confidence, resamples, seed)
     ci = bootstrap_ci(old, metric, old_bundle.threshold, resamples, confidence, seed)
-    higher = REGISTRY[metric].higher_is_better
-    below = new_value < ci["low"] if higher else new_value > ci["high"]
-    return {"rollback": bool(below), "metric": metric, "rows": len(kept),
+    return {"rollback": bool(paired["high"] < 0), "metric": metric, "rows": len(kept),
             "rows_refused": refused, "new_version": new_bundle.version,
-            "old_version": old_bundle.version, "new": new_value, "old": old_value,
+            "old_version": old_bundle.version, "new": paired["challenger"],
+            "old": paired["champion"], "difference": paired["difference"],
+            "difference_interval": [paired["low"], paired["high"]], "method": paired["method"],
             "old_interval": [ci["low"], ci["high"]], "confidence": confidence,
-            "rule": ("roll back when the new version's realized metric on its window is worse "
-                     "than the low end of the old version's interval on the same rows")}
+            "rule": ("roll back when the new version is worse than the old one on the same "
+                     "labelled rows: the paired difference's interval lies below zero")}
 
 
 def write_json(payload: dict, path: str | Path) -> None:
