@@ -1,8 +1,9 @@
 """LightGBM and XGBoost through the real DAG: `make new` on a public table, `train.model` set to
 the family, `dvc repro` to the bundle, then the bundle's ONNX parity report, batch scores
 (`python -m lifecycle.serving predict`) and a real uvicorn server's /predict, recorded in the
-registry. tests/test_package.py covers every task x family at library level; this is the
-whole path for one classifier and one regressor, on tables tests/test_byod.py already uses.
+registry, reason codes included. tests/test_package.py covers every task x family at library
+level; this is the whole path for each family as a classifier (penguins) and a regressor (cars),
+on tables tests/test_byod.py already uses. (XGBoost multiclass is refused: tests/test_train.py.)
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from tests.test_byod import MAKE, cars, penguins
 # under test)
 CASES = {
     "lightgbm-binary": ("lightgbm", penguins, "binary", {"n_estimators": 30}),
+    "lightgbm-regression": ("lightgbm", cars, "regression", {"n_estimators": 30}),
+    "xgboost-binary": ("xgboost", penguins, "binary", {"n_estimators": 30, "max_depth": 4}),
     "xgboost-regression": ("xgboost", cars, "regression", {"n_estimators": 30, "max_depth": 4}),
 }
 
@@ -42,8 +45,8 @@ def test_a_boosting_family_goes_from_train_to_batch_and_api_predictions(tmp_path
 
     trained = json.loads((ws / "metrics" / "train.json").read_text())
     assert trained["model"] == family
-    assert trained["estimator"] == {"binary": "LGBMClassifier",
-                                    "regression": "XGBRegressor"}[task]
+    assert trained["estimator"] == {"lightgbm": "LGBM", "xgboost": "XGB"}[family] + \
+        {"binary": "Classifier", "regression": "Regressor"}[task]
     scores = json.loads((ws / "metrics" / "scores.json").read_text())
     metric = params["evaluate"]["primary_metric"]
     print(f"{case}: {metric} {scores[metric]:.4f} vs baseline {scores['baseline'][metric]:.4f}")
@@ -77,9 +80,8 @@ def test_a_boosting_family_goes_from_train_to_batch_and_api_predictions(tmp_path
              for k, v in record.items()}
             for record in table.iloc[first["row"]][names].to_dict("records")]
     registry = f"sqlite:///{tmp_path / 'registry.sqlite'}"
-    asked = "?reasons=3" if task != "regression" else ""
     with Server("--bundle", str(bundle), cwd=tmp_path / "serve", registry=registry) as server:
-        answer = httpx.post(f"{server.url}/predict{asked}", json=rows, timeout=60)
+        answer = httpx.post(f"{server.url}/predict?reasons=3", json=rows, timeout=60)
         assert answer.status_code == 200, answer.text
         answers = answer.json()
     assert len(answers) == 3
@@ -90,10 +92,10 @@ def test_a_boosting_family_goes_from_train_to_batch_and_api_predictions(tmp_path
             assert said["prediction"] in inference["classes"]
             assert said["prediction"] == batch["prediction"]
             assert said["probability"] == pytest.approx(batch["probability"], abs=1e-6)
-            codes = said["reasons"]["top"]        # why this row got this score
-            assert len(codes) == 3 and all(c["feature"] in names for c in codes)
-            sizes = [abs(c["contribution"]) for c in codes]
-            assert sizes == sorted(sizes, reverse=True) and sizes[0] > 0
+        codes = said["reasons"]["top"]            # why this row got this score
+        assert len(codes) == 3 and all(c["feature"] in names for c in codes)
+        sizes = [abs(c["contribution"]) for c in codes]
+        assert sizes == sorted(sizes, reverse=True) and sizes[0] > 0
 
     stored = registry_rows(registry).set_index("request_id")
     for said in answers:
@@ -102,8 +104,7 @@ def test_a_boosting_family_goes_from_train_to_batch_and_api_predictions(tmp_path
         stored_prediction = json.loads(row["prediction"]) if task == "regression" \
             else row["prediction"]
         assert stored_prediction == said["prediction"]
-        if task != "regression":
-            assert json.loads(row["reasons"]) == said["reasons"]
+        assert json.loads(row["reasons"]) == said["reasons"]
 
 
 def better(model: float, baseline: float, metric: str) -> bool:
