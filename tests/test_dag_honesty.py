@@ -23,8 +23,12 @@ def edit_stage(ws: Path, stage: str, **changes) -> None:
     (ws / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
 
 
+def stage_of(ws: Path, stage: str) -> dict:
+    return yaml.safe_load((ws / "dvc.yaml").read_text())["stages"][stage]
+
+
 def deps_of(ws: Path, stage: str) -> list:
-    return yaml.safe_load((ws / "dvc.yaml").read_text())["stages"][stage]["deps"]
+    return stage_of(ws, stage)["deps"]
 
 
 def test_project_dvc_yaml_matches_the_code(workspace: Path) -> None:
@@ -45,7 +49,8 @@ def test_a_module_missing_from_deps_is_caught(workspace: Path) -> None:
 
 
 def test_a_params_section_missing_is_caught(workspace: Path) -> None:
-    edit_stage(workspace, "collect", params=None)
+    params = [p for p in stage_of(workspace, "collect")["params"] if p != "collect"]
+    edit_stage(workspace, "collect", params=params)
     [problem] = dag_check.check(workspace)
     assert problem.startswith("dvc.yaml: stage 'collect': params lack 'collect' from params.yaml "
                               "(read at stages/collect.py:")
@@ -53,7 +58,7 @@ def test_a_params_section_missing_is_caught(workspace: Path) -> None:
 
 def test_declared_but_unused_deps_and_params_are_caught(workspace: Path) -> None:
     edit_stage(workspace, "collect", deps=[*deps_of(workspace, "collect"), "lifecycle/demo.py"],
-               params=["collect", "validate.as_of"])
+               params=[*stage_of(workspace, "collect")["params"], "validate.as_of"])
     assert sorted(dag_check.check(workspace)) == [
         "dvc.yaml: stage 'collect': deps list lifecycle/demo.py, which the stage never runs or "
         "imports",
