@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--production", type=int, default=600)
     parser.add_argument("--judge", type=int, default=800)
     parser.add_argument("--shifts", default="none,concept")
+    parser.add_argument("--families", default="logistic_regression,gradient_boosting")
     args = parser.parse_args()
 
     import numpy as np
@@ -76,11 +77,13 @@ def main() -> None:
 
     X_train, y_train = frame(train), labels(train)
     logistic = bundle.pipeline
-    boosting = clone(logistic)
-    boosting.steps[-1] = ("model", HistGradientBoostingClassifier(
-        max_iter=200, learning_rate=0.05, early_stopping=False, random_state=0))
-    boosting.fit(X_train, y_train)
-    champions = {"logistic_regression": logistic, "gradient_boosting": boosting}
+    champions = {"logistic_regression": logistic}
+    if "gradient_boosting" in args.families:
+        boosting = clone(logistic)
+        boosting.steps[-1] = ("model", HistGradientBoostingClassifier(
+            max_iter=200, learning_rate=0.05, early_stopping=False, random_state=0))
+        champions["gradient_boosting"] = boosting.fit(X_train, y_train)
+    champions = {k: v for k, v in champions.items() if k in args.families.split(",")}
 
     load_start, results = os.getloadavg()[0], []
     for shift in args.shifts.split(","):
@@ -142,7 +145,8 @@ def main() -> None:
     summary = {"production_rows": args.production, "judge_rows": args.judge,
                "train_rows": len(train), "load_average_1m_start": round(load_start, 2),
                "load_average_1m_end": round(os.getloadavg()[0], 2), "rows": results}
-    (RESULTS / "feedback_modes.json").write_text(json.dumps(summary, indent=2) + "\n")
+    name = "feedback_modes" if args.families.count(",") else f"feedback_modes_{args.families}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = ["| shift | family | mode | ROC AUC on the judge window (mean ± sd) | "
              "update seconds (median) | promoted by the gate |", "|---|---|---|---|---|---|"]
     for r in results:
@@ -151,7 +155,7 @@ def main() -> None:
         promoted = "" if r["promoted"] is None else f"{r['promoted']}/{r['seeds']}"
         lines.append(f"| {r['shift']} | {r['family']} | {r['mode']} | {r['auc_mean']:.4f} ± "
                      f"{r['auc_sd']:.4f} | {r['seconds_median']:.3f}{extra} | {promoted} |")
-    (RESULTS / "feedback_modes.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"load average {summary['load_average_1m_start']} -> {summary['load_average_1m_end']}")
 
