@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import lifecycle  # noqa: F401  first: it pins the BLAS kernels before any test module imports numpy
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # What a clone holds (no data, no venv, no DVC cache): the project as a new user gets it.
