@@ -135,7 +135,7 @@ TRAIN_ON ?= both
 retrain: install                      ## registry -> DVC experiment on original + production rows -> the gate (metrics/promotion.json); exit 2: champion kept
 	python -m lifecycle.feedback --registry '$(REGISTRY)' retrain --train-on $(TRAIN_ON)
 
-promote: install                      ## register the judged challenger as the next version in prod (SERVER=url switches a blue/green server)
+promote: install                      ## register the judged challenger as the next version in prod (SERVER=url: the running server loads it and switches)
 	python -m lifecycle.feedback $(if $(SERVER),--server '$(SERVER)') promote
 
 watch: install                        ## the promoted version's first window vs the old one; rolls back when worse: make watch NEW=v1.1.0 OLD=v1.0.0

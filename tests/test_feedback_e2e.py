@@ -5,7 +5,8 @@ feedback; the online learner runs in shadow over the answers (prequential);
 `python -m lifecycle.feedback loop --trigger alert --promote` sees the monitoring alert,
 retrains as a DVC experiment on original + production rows, judges the challenger against
 v1 on the newest labelled window (which neither trained on), and registers v1.1.0 in prod
-with its evidence. A blue/green server switches to it under load with no failed request;
+with its evidence. A running blue/green server serving v1 takes v1.1.0 up under load (the
+admin API loads it into the idle slot, then switches; no restart) with no failed request;
 its realized ROC AUC on the next window is above v1's on the same rows (`watch` keeps it).
 Then the stale v1 bundle, forced back into prod as v1.2.0 without the gate, is rolled back by
 `watch` after its first window: GTO prod returns to v1.1.0 and the server's previous slot is
@@ -86,19 +87,25 @@ def serve(ws: Path, where: Path, registry: str, deployment: dict) -> Server:
                   registry=registry)
 
 
-def switch_under_load(server: Server, customers: list[dict], to: str) -> dict:
-    """Load on /predict while the admin API switches to `to`: every request must get a 200."""
+def deploy_under_load(server: Server, customers: list[dict], version: str) -> dict:
+    """Load on /predict while the running server takes `version` up (no restart): the admin API
+    loads it into the idle slot, then switches to it. Every request must get a 200."""
     async def scenario():
         bodies = [orjson.dumps(c) for c in customers]
         load = asyncio.create_task(run_load(f"{server.url}/predict", bodies, requests=600,
                                             concurrency=8))
         await asyncio.sleep(0.3)
-        state = await asyncio.to_thread(rollout.switch, server.url, ADMIN_TOKEN, to)
+        state = await asyncio.to_thread(rollout.deploy_version, server.url, ADMIN_TOKEN,
+                                        version)
         return await load, state
 
     result, state = asyncio.run(scenario())
-    assert state["live"] == to
+    assert state["live"] == "green"
     assert result["statuses"] == {"200": 600} and not result["errors"], result
+    live = httpx.get(f"{server.url}/metadata").json()["variants"]["green"]
+    assert live["source"] == f"churn-model@{version}"
+    answer = httpx.post(f"{server.url}/predict", json=customers[0]).json()
+    assert answer["variant"] == "green" and answer["model_version"] == live["model_version"]
     return result
 
 
@@ -145,11 +152,11 @@ def test_alert_retrain_promote_switch_recover_and_roll_back(loop_repo: Path, tmp
     tag = run(["git", "tag", "-l", "--format=%(contents)", "churn-model@v1.1.0"], ws).stdout
     assert "gate: PROMOTE" in tag and "delong" in tag  # the evidence, in the registry
 
-    # 3. blue/green: the old version and prod loaded; the switch under load fails nothing
+    # 3. a blue/green server running v1 takes v1.1.0 up under load: load, switch, no failure
     blue_green = {"name": "loop", "strategy": "blue_green", "active": "blue",
-                  "variants": {"blue": {"version": "v1.0.0"}, "green": {"stage": "prod"}}}
+                  "variants": {"blue": {"version": "v1.0.0"}, "green": {"version": "v1.0.0"}}}
     with serve(ws, tmp_path / "s2", registry, blue_green) as s2:
-        switch_under_load(s2, customers, "green")
+        deploy_under_load(s2, customers, "v1.1.0")
         simulate(s2, ws, "concept", newer, 300, seed=4)  # the next window, on v1.1.0
     proc = feedback_cli(ws, registry, "watch", "--new", "v1.1.0", "--old", "v1.0.0")
     assert proc.returncode == 0 and "kept" in proc.stderr, proc.stderr
@@ -165,9 +172,9 @@ def test_alert_retrain_promote_switch_recover_and_roll_back(loop_repo: Path, tmp
     run(["gto", "register", "churn-model", "HEAD", "--version", "v1.2.0"], ws)
     run(["gto", "assign", "churn-model", "--version", "v1.2.0", "--stage", "prod"], ws)
     worse = {"name": "loop", "strategy": "blue_green", "active": "blue",
-             "variants": {"blue": {"version": "v1.1.0"}, "green": {"stage": "prod"}}}
+             "variants": {"blue": {"version": "v1.1.0"}, "green": {"version": "v1.1.0"}}}
     with serve(ws, tmp_path / "s3", registry, worse) as s3:
-        switch_under_load(s3, customers, "green")
+        deploy_under_load(s3, customers, "v1.2.0")
         simulate(s3, ws, "concept", newer, 300, seed=5)  # one window on the worse model
         proc = feedback_cli(ws, registry, "--server", s3.url, "watch", "--new", "v1.2.0",
                             "--old", "v1.1.0")

@@ -288,3 +288,87 @@ def test_kill_9_during_load_loses_no_answered_prediction(bundle: Path, customers
     assert server.proc.returncode == -9
     assert len(answered) >= 400 and sum(result["errors"].values()) > 0
     assert set(answered) <= registry_ids(registry)
+
+
+def test_a_running_server_loads_a_new_bundle_into_its_idle_slot_and_switches_under_load(
+        registered: Path, bundle: Path, customers, tmp_path: Path):
+    """No restart for a new version: under steady load, POST /admin/load puts a new bundle in
+    the idle slot, /admin/switch makes it live; no request fails, and every answer is recorded
+    with the version that gave it. A path outside the bundle root, a tampered bundle, the live
+    slot, an unknown version: refused with one line naming the field; the live slot serves on."""
+    from lifecycle.feedback import rollout
+    from lifecycle.packaging.runtime import load_bundle
+    from lifecycle.packaging.store import write_bundle
+
+    root = tmp_path / "bundles"
+    v1 = load_bundle(bundle).version
+    for name in ("v2", "tampered"):
+        shutil.copytree(bundle, root / name)
+    manifest = orjson.loads((root / "v2" / "manifest.json").read_bytes())
+    files = {p.name: p.read_bytes() for p in (root / "v2").iterdir() if p.name != "manifest.json"}
+    files["model_card.md"] += b"\nRetrained: a new version.\n"
+    write_bundle(root / "v2", files, manifest["lineage"])  # a new, self-consistent version
+    v2 = load_bundle(root / "v2").version
+    assert v2 != v1
+    with open(root / "tampered" / "model_card.md", "ab") as card:
+        card.write(b"\nForged: approved.\n")  # its manifest no longer agrees
+    deployment = {"name": "reload-test", "strategy": "blue_green", "active": "blue",
+                  "variants": {"blue": {"bundle": str(bundle)}, "green": {"bundle": str(bundle)}}}
+    with serve(tmp_path / "srv", deployment, "--repo", str(registered),
+               "--bundle-root", str(root)) as server:
+
+        async def load_then_switch():
+            bodies = [orjson.dumps(c) for c in customers[:500]]
+            load = asyncio.create_task(run_load(f"{server.url}/predict", bodies,
+                                                requests=1500, concurrency=16))
+            async with httpx.AsyncClient(base_url=server.url, headers=server.admin(),
+                                         timeout=60) as admin:
+                await asyncio.sleep(0.2)
+                loaded = await admin.post("/admin/load", json={"slot": "green", "bundle": "v2"})
+                await asyncio.sleep(0.2)
+                switched = await admin.post("/admin/switch")
+            return await load, loaded, switched
+
+        result, loaded, switched = asyncio.run(load_then_switch())
+        assert loaded.status_code == 200, loaded.text
+        assert loaded.json()["model_version"] == v2 and loaded.json()["previous_version"] == v1
+        assert switched.json()["live"] == "green"
+        assert result["statuses"] == {"200": 1500} and not result["errors"], result
+        answered = result["answered"]
+        assert {(a["variant"], a["model_version"]) for a in answered} == {("blue", v1),
+                                                                         ("green", v2)}
+        rows = registry_rows(server.registry).set_index("request_id")
+        assert [rows.loc[a["request_id"], "model_version"] for a in answered] == \
+            [a["model_version"] for a in answered]  # recorded with the model that answered
+
+        def refused(body: dict, status: int, field: str, *, headers=None) -> None:
+            response = httpx.post(f"{server.url}/admin/load", json=body,
+                                  headers=server.admin() if headers is None else headers)
+            assert response.status_code == status, (body, response.text)
+            detail = response.json()["detail"]
+            assert detail.startswith(f"{field}:") if field else True, detail
+            assert "\n" not in detail and "Traceback" not in detail, detail
+
+        refused({"slot": "blue", "bundle": "../../.."}, 422, "bundle")  # outside the root
+        refused({"slot": "blue", "bundle": str(bundle)}, 422, "bundle")  # absolute, outside
+        refused({"slot": "blue", "bundle": "tampered"}, 422, "bundle")
+        refused({"slot": "blue", "bundle": "missing"}, 422, "bundle")
+        refused({"slot": "blue", "version": "v9.9.9"}, 422, "version")
+        refused({"slot": "blue", "version": "latest"}, 422, "version")
+        refused({"bundle": "v2"}, 422, "slot")
+        refused({"slot": "blue", "bundle": "v2", "stage": "prod"}, 422, "body")
+        refused({"slot": "blue", "bundle": "v2", "extra": 1}, 422, "extra")
+        refused({"slot": "green", "bundle": "v2"}, 409, "slot")  # the live one
+        refused({"slot": "purple", "bundle": "v2"}, 409, "slot")
+        refused({"slot": "blue", "bundle": "v2"}, 401, "", headers={})
+        meta = httpx.get(f"{server.url}/metadata").json()
+        assert meta["variants"]["blue"]["model_version"] == v1  # nothing half-loaded
+        answer = httpx.post(f"{server.url}/predict", json=customers[0]).json()
+        assert (answer["variant"], answer["model_version"]) == ("green", v2)
+
+        # what `promote --server` does: a registered version, fetched at its GTO tag
+        state = rollout.deploy_version(server.url, server.env["SERVING_ADMIN_TOKEN"],
+                                       "v1.0.0")
+        assert state["live"] == "blue" and state["loaded"] == v1
+        meta = httpx.get(f"{server.url}/metadata").json()["variants"]["blue"]
+        assert meta["source"] == "churn-model@v1.0.0"

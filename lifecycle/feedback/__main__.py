@@ -3,8 +3,8 @@
   retrain  export the registry, run the DAG as a DVC experiment on the refreshed data, judge
            the challenger against the champion (stage prod) -> metrics/promotion.json
   judge    only the judgement (the experiment already in the workspace)
-  promote  register the judged challenger as the next version in prod; --server switches a
-           blue/green server to it
+  promote  register the judged challenger as the next version in prod; --server: the running
+           blue/green server loads it into its idle slot and switches to it (no restart)
   online   the river learner in shadow over the registry (prequential), judged by the gate
            against the served model on the judge window -> metrics/online.json
   watch    judge the promoted version's first labelled window; roll back when it is worse
@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="churn-model")
     parser.add_argument("--registry", default=os.environ.get(
         "REGISTRY_URL", "sqlite:///data/registry/inference.sqlite"))
-    parser.add_argument("--server", help="a blue/green server to switch (http://host:port)")
+    parser.add_argument("--server", help="a running blue/green (or canary) server that takes a "
+                        "promoted version up (http://host:port)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("retrain", "loop"):
         s = sub.add_parser(name)

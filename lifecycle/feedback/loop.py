@@ -8,7 +8,8 @@ promotion (rollback).
              `collect.production.judge_rows` labelled answers, which neither trained on
              -> metrics/promotion.json
     promote: commit the experiment, register it as the next GTO version in stage prod (the
-             evidence in the tag's message), switch a blue/green server to it
+             evidence in the tag's message); a running blue/green server loads it into its
+             idle slot and switches to it (a canary server: as its challenger), no restart
     watch:   the new version's first labelled window vs the old version's interval on the same
              rows -> metrics/rollback.json; rolls back (GTO prod and the server) when worse
 """
@@ -130,7 +131,8 @@ def evidence_message(result: dict) -> str:
 
 def promote(result: dict, repo: str | Path = ".", model: str = "churn-model",
             server: str | None = None, token: str | None = None) -> dict:
-    """Commit the experiment's results, register the next version in prod, switch the server."""
+    """Commit the experiment's results, register the next version in prod; the server at
+    `server` loads it into its idle slot and switches to it (`rollout.deploy_version`)."""
     repo = Path(repo)
     if not result["promote"]:
         raise StageError("the gate did not promote the challenger: nothing to register "
@@ -144,8 +146,8 @@ def promote(result: dict, repo: str | Path = ".", model: str = "churn-model",
     rollout.register(model, version, evidence_message(result), repo)
     out = {"version": version, "previous": previous,
            "commit": rollout._git(["rev-parse", "HEAD"], repo)}
-    if server:
-        out["server"] = rollout.switch(server, token or "")
+    if server:  # the running server loads the new version into its idle slot, switches
+        out["server"] = rollout.deploy_version(server, token or "", version)
     return out
 
 

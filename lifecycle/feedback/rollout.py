@@ -3,6 +3,10 @@ the rule that takes a promotion back.
 
 - `register`: the committed bundle becomes a GTO version of the model (an annotated git tag
   whose message carries the gate's evidence) and is assigned the stage `prod`.
+- `deploy_version`: the running server takes a registered version up without a restart: its
+  admin API loads the version (fetched at its GTO tag, hash-checked against that revision's
+  dvc.lock and the bundle's manifest) into the idle slot, then a blue/green server switches to
+  it; a canary server's challenger slot gets it and answers its share of customers.
 - `switch` / `rollback_server`: a server deployed blue/green (`deploy/*.yaml`) makes its other
   slot live, or the previous one again, through its admin API: both slots are loaded, so no
   request fails during the switch (lifecycle/serving/deploy.py `Router`).
@@ -109,6 +113,28 @@ def _admin(url: str, path: str, token: str, body: dict | None = None) -> dict:
     if response.status_code != 200:
         raise StageError(f"{url}{path}: HTTP {response.status_code}: {response.text[:300]}")
     return response.json()
+
+
+def load(url: str, token: str, slot: str, version: str) -> dict:
+    """Load registered `version` into `slot` (an idle one) of the running server at `url`."""
+    return _admin(url, "/admin/load", token, {"slot": slot, "version": version})
+
+
+def deploy_version(url: str, token: str, version: str) -> dict:
+    """The running server takes `version` up: blue/green loads it into the idle slot and
+    switches to it; canary loads it as the challenger. Other strategies cannot (StageError)."""
+    import httpx
+
+    state = httpx.get(f"{url}/metadata", timeout=30).json()["deployment"]
+    if state["strategy"] == "blue_green":
+        idle = next(n for n in state["variants"] if n != state["live"])
+        loaded = load(url, token, idle, version)
+        return {**switch(url, token, idle), "loaded": loaded["model_version"]}
+    if state["strategy"] == "canary":
+        loaded = load(url, token, state["challenger"], version)
+        return {**loaded["deployment"], "loaded": loaded["model_version"]}
+    raise StageError(f"{url} serves strategy {state['strategy']}: only a blue_green or canary "
+                     f"deployment takes a new version while running; restart it with {version}")
 
 
 def switch(url: str, token: str, to: str | None = None) -> dict:

@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--durability", choices=["normal", "full"], default="normal",
                        help="SQLite: normal survives a server crash, full also power loss")
     serve.add_argument("--repo", default=".", help="the git+DVC repo that versions come from")
+    serve.add_argument("--bundle-root",
+                       help="POST /admin/load may load bundle directories from under this "
+                            "folder only (default: none, by version or stage only)")
     serve.add_argument("--request-timeout", type=float, default=10.0,
                        help="seconds a client has to send one whole request (408 after)")
     serve.add_argument("--no-metrics", action="store_true",
@@ -113,7 +116,8 @@ def _serve(args) -> None:
     registry = Registry(args.registry, args.durability).start()
     try:
         app = create_app(deployment, variants, registry, admin_token_from_env(),
-                         metrics=not args.no_metrics)
+                         metrics=not args.no_metrics, repo=args.repo,
+                         bundle_root=args.bundle_root)
         shown = ", ".join(f"{n}={v.scorer.version} ({v.scorer.engine})"
                           for n, v in variants.items())
         print(f"serve: http://{args.host}:{args.port} deployment {deployment.name} "

@@ -19,10 +19,12 @@ run and one registry commit inside the core.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Literal
 
 import orjson
@@ -30,6 +32,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import model_validator as after_check
 
 from lifecycle.errors import StageError
 from lifecycle.serving.core import MAX_REASONS, PredictionService, Variant, load_variants
@@ -79,6 +82,43 @@ class Switch(BaseModel):
                            description="the slot to make live (default: the idle one)")
 
 
+class Load(BaseModel):
+    """POST /admin/load: a bundle for an idle slot, by directory or by registered version."""
+
+    model_config = ConfigDict(extra="forbid")
+    slot: str = Field(min_length=1, max_length=100, description="the idle slot to load into")
+    bundle: str | None = Field(default=None, min_length=1, max_length=1000,
+                               description="a bundle directory under the server's bundle root")
+    version: str | None = Field(default=None, pattern=r"^v\d{1,6}\.\d{1,6}\.\d{1,6}$",
+                                description="a registered (GTO) version of the model")
+    stage: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,100}$",
+                              description="a GTO stage of the model, e.g. prod")
+
+    @after_check(mode="after")
+    def _exactly_one(self) -> Load:
+        if sum(v is not None for v in (self.bundle, self.version, self.stage)) != 1:
+            raise ValueError("give exactly one of bundle, version, stage")
+        return self
+
+
+def one_line(exc: ValidationError) -> str:
+    """A body's first problem as one line naming the field: "slot: Field required"."""
+    e = exc.errors(include_url=False, include_context=False, include_input=False)[0]
+    where = ".".join(str(part) for part in e["loc"]) or "body"
+    return f"{where}: {e['msg'].removeprefix('Value error, ')}"
+
+
+def under_root(given: str, root: Path) -> Path:
+    """The bundle directory `given` names (relative: to `root`), resolved; a StageError naming
+    the field when it lies outside `root` (symlinks and .. followed) or is no directory."""
+    path = (root / given).resolve()
+    if not path.is_relative_to(root):
+        raise StageError(f"bundle: {given!r} is outside the server's bundle root {root}")
+    if not path.is_dir():
+        raise StageError(f"bundle: no bundle directory at {given!r} under {root}")
+    return path
+
+
 class PlainRoute(APIRoute):
     """A route whose endpoint takes the Request and returns a Response itself: in the OpenAPI
     schema and wrapped by every middleware like any route, minus FastAPI's per-request
@@ -95,9 +135,13 @@ def require_json(request: Request) -> None:
 
 
 def create_app(deployment: Deployment, variants: dict[str, Variant], registry: Registry,
-               admin_token: str | None = None, metrics: bool = True) -> FastAPI:
+               admin_token: str | None = None, metrics: bool = True,
+               repo: str | Path | None = None, bundle_root: str | Path | None = None
+               ) -> FastAPI:
     """The API over loaded variants and a started registry (the caller owns both). The serving
-    core it answers with is `app.state.service`; `metrics=False` leaves out GET /metrics."""
+    core it answers with is `app.state.service`; `metrics=False` leaves out GET /metrics.
+    POST /admin/load fetches versions and stages from `repo` and loads bundle directories
+    only from under `bundle_root` (None: by version or stage only)."""
     service = PredictionService(deployment, variants, registry)
     router = service.router
     live = service.live
@@ -110,7 +154,8 @@ def create_app(deployment: Deployment, variants: dict[str, Variant], registry: R
                   summary="Real-time predictions; every answer is recorded.",
                   version=live.version, max_body_size=MAX_BODY_BYTES)
     app.state.service = service
-    app.state.router, app.state.registry, app.state.variants = router, registry, variants
+    app.state.router, app.state.registry = router, registry
+    root = Path(bundle_root).resolve() if bundle_root is not None else None
 
     record_schema = {"$ref": "#/components/schemas/Record"}
     answer_schema = {"$ref": "#/components/schemas/Prediction"}
@@ -202,7 +247,8 @@ def create_app(deployment: Deployment, variants: dict[str, Variant], registry: R
     async def health() -> Response:
         ready = registry.healthy
         return _json({"live": True, "ready": ready, "status": "ok" if ready else "not ready",
-                      "variants": {n: v.scorer.version for n, v in variants.items()}},
+                      "variants": {n: v.scorer.version
+                                   for n, v in service.variants.items()}},
                      200 if ready else 503)
 
     @app.get("/metadata", summary="Signature, model card, versions, deployment in force")
@@ -211,7 +257,7 @@ def create_app(deployment: Deployment, variants: dict[str, Variant], registry: R
             "deployment": router.state(),
             "variants": {n: {"model_version": v.scorer.version, "engine": v.scorer.engine,
                              "source": v.source, "lineage": v.scorer.lineage}
-                         for n, v in variants.items()},
+                         for n, v in service.variants.items()},
             "signature": live.signature,
             "inference": live.public_inference(),
             "model_card": live.model_card_summary(),
@@ -271,6 +317,77 @@ def create_app(deployment: Deployment, variants: dict[str, Variant], registry: R
             return _json({"detail": str(exc)}, 409)
         log.warning("blue/green: rolled back, %s is live", state["live"])
         return _json(state)
+
+    load_body = TypeAdapter(Load)
+    loading = asyncio.Lock()  # one load at a time: two would race for the idle slot
+
+    @app.post("/admin/load", summary="Load a bundle into an idle slot of the running server",
+              tags=["admin"],
+              responses={**admin_responses, 415: {"description": "the body is not JSON"},
+                         422: {"description": "invalid body, or a bundle that cannot be "
+                                              "served (tampered, outside the root, unknown)"}},
+              openapi_extra={"requestBody": {"required": True, "content": {JSON: {
+                  "schema": Load.model_json_schema()}}}})
+    async def load(request: Request) -> Response:
+        # the bundle is fetched and verified off the event loop; requests go on meanwhile,
+        # and the slot changes in one step on the loop (`PredictionService.replace`)
+        if (refused := authorised(request)) is not None:
+            return refused
+        if not is_json(request.headers.get("content-type")):
+            return _json({"detail": f"send the body as {JSON}"}, 415)
+        try:
+            spec = load_body.validate_json(await request.body())
+        except ValidationError as exc:
+            return _json({"detail": one_line(exc)}, 422)
+        if spec.slot not in service.variants or spec.slot == router.live:
+            return _json({"detail": f"slot: {spec.slot!r} is not an idle slot "
+                                    f"(slots {list(service.variants)}, live {router.live})"},
+                         409)
+        if loading.locked():
+            return _json({"detail": "another load is in progress: try again after it"}, 409)
+        async with loading:
+            from starlette.concurrency import run_in_threadpool
+
+            from lifecycle.serving.deploy import VariantSpec, fetch_bundle
+            from lifecycle.serving.scoring import load_scorer
+
+            try:
+                if spec.bundle is not None:
+                    if root is None:
+                        return _json({"detail": "bundle: loading by path is disabled: start "
+                                                "the server with --bundle-root"}, 403)
+                    path, source = under_root(spec.bundle, root), spec.bundle
+                else:
+                    if repo is None:
+                        return _json({"detail": "version/stage: this server has no repo to "
+                                                "resolve versions in"}, 403)
+                    wanted = VariantSpec(version=spec.version, stage=spec.stage)
+                    field = "version" if spec.version else "stage"
+                    try:
+                        path = await run_in_threadpool(fetch_bundle, wanted,
+                                                       deployment.model, repo)
+                    except StageError as exc:
+                        raise StageError(f"{field}: {exc}") from exc
+                    source = (f"{deployment.model}@{spec.version}" if spec.version
+                              else f"{deployment.model}#{spec.stage}")
+                try:
+                    scorer = await run_in_threadpool(load_scorer, path, deployment.engine)
+                except StageError as exc:  # BundleError: a file differs from its manifest
+                    raise StageError(f"bundle: {source} refused: {exc}") from exc
+                except Exception as exc:  # noqa: BLE001 - any unreadable bundle: one line
+                    log.exception("admin load: %s could not be loaded", path)
+                    raise StageError(f"bundle: {source} could not be loaded: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+            except StageError as exc:
+                return _json({"detail": str(exc).splitlines()[0][:500]}, 422)
+            try:
+                old = service.replace(spec.slot, Variant(spec.slot, scorer, source))
+            except StageError as exc:  # switched meanwhile, or another signature
+                return _json({"detail": str(exc)}, 409)
+        log.warning("admin load: slot %s now holds %s (%s), was %s", spec.slot,
+                    scorer.version, source, old.scorer.version)
+        return _json({"slot": spec.slot, "model_version": scorer.version, "source": source,
+                      "previous_version": old.scorer.version, "deployment": router.state()})
 
     @app.get("/admin/outcomes", summary="Outcomes per variant, from feedback (A/B)",
              tags=["admin"], responses=admin_responses)

@@ -108,7 +108,11 @@ class PredictionService:
     """Check -> route -> score -> record -> answers, for a deployment's loaded variants.
 
     The caller owns the registry (started) and the variants; this object holds no resources of
-    its own, only the router (blue/green state) and one micro-batcher per variant."""
+    its own, only the router (blue/green state) and one micro-batcher per variant.
+
+    `replace` swaps a slot's bundle while the server runs: `variants` and the batchers are
+    replaced as new dicts (copy on write) in one event-loop step, and a request reads them once
+    when it starts, so requests in flight finish on the old bundle and record its version."""
 
     def __init__(self, deployment: Deployment, variants: dict[str, Variant],
                  registry: Registry):
@@ -135,15 +139,17 @@ class PredictionService:
         `reasons`: with each answer its top `reasons` reason codes (`Bundle.reasons`; at most
         MAX_REASONS), recorded with the prediction."""
         received = time.perf_counter() if received is None else received
+        variants, batchers = self.variants, self._batchers  # one snapshot (see `replace`)
         ids, served, shadowed = self._route(records, request_ids, reasons)
-        outcomes = {name: await self._batchers[name].run(_pick(records, index))
+        outcomes = {name: await batchers[name].run(_pick(records, index))
                     for name, index in served.items()}
         result, rows = self._assemble(records, ids, served, outcomes, partial, received,
-                                      reasons)
+                                      reasons, variants)
         if rows:
-            shadows = {name: await _guarded(name, self._batchers[name].run(
+            shadows = {name: await _guarded(name, batchers[name].run(
                 _pick(records, index))) for name, index in shadowed.items()}
-            rows += self._shadow_rows(records, ids, shadowed, shadows, result, received)
+            rows += self._shadow_rows(records, ids, shadowed, shadows, result, received,
+                                      variants)
             await self.registry.record(rows)
             result.recorded = True
         return result
@@ -152,16 +158,18 @@ class PredictionService:
                     request_ids: list[str] | None = None, reasons: int = 0) -> Result:
         """`submit` for code outside an event loop (blocks until the answers are committed)."""
         received = time.perf_counter()
+        variants, batchers = self.variants, self._batchers
         ids, served, shadowed = self._route(records, request_ids, reasons)
-        outcomes = {name: self._batchers[name].run_now(_pick(records, index))
+        outcomes = {name: batchers[name].run_now(_pick(records, index))
                     for name, index in served.items()}
         result, rows = self._assemble(records, ids, served, outcomes, partial, received,
-                                      reasons)
+                                      reasons, variants)
         if rows:
-            shadows = {name: _guarded_now(name, self._batchers[name].run_now,
+            shadows = {name: _guarded_now(name, batchers[name].run_now,
                                           _pick(records, index))
                        for name, index in shadowed.items()}
-            rows += self._shadow_rows(records, ids, shadowed, shadows, result, received)
+            rows += self._shadow_rows(records, ids, shadowed, shadows, result, received,
+                                      variants)
             self.registry.record_sync(rows)
             result.recorded = True
         return result
@@ -171,6 +179,32 @@ class PredictionService:
         records that pass, {position: reason} of the others, their answers, the engine). For
         a transport that commits on its own schedule (the events worker)."""
         return self._batchers[self.router.live].run_now(records)
+
+    def replace(self, name: str, variant: Variant) -> Variant:
+        """Put `variant` (loaded) in slot `name` in place of the bundle there; returns the old
+        one. Call it on the event loop's thread (the API does): the swap is then atomic for
+        every request. A StageError when `name` is the live slot or is no slot, or when the new
+        bundle does not take the same requests or give the same outcomes as the live one (the
+        API's request schema was built from it)."""
+        if name not in self.variants:
+            raise StageError(f"slot: {name!r} is not one of {list(self.variants)}")
+        if name == self.router.live:
+            raise StageError(f"slot: {name!r} is live; load into the idle slot "
+                             f"({self.deployment.other or 'none in a single deployment'}), "
+                             "then switch")
+        new, live = variant.scorer, self.live
+        if new.signature != live.signature or new.contract.id != live.contract.id:
+            raise StageError(f"bundle: {new.path} takes other inputs than the live bundle "
+                             f"{live.version} (signature or id column differ): start a new "
+                             "server for it")
+        if new.outcome_values() != live.outcome_values():
+            raise StageError(f"bundle: {new.path} predicts other outcomes "
+                             f"({new.outcome_values()}) than the live bundle "
+                             f"({live.outcome_values()}): start a new server for it")
+        old = self.variants[name]
+        self.variants = {**self.variants, name: variant}
+        self._batchers = {**self._batchers, name: Batcher(new)}
+        return old
 
     # --- the steps --------------------------------------------------------------------------------
     def _route(self, records: list[dict], request_ids: list[str] | None, reasons: int = 0):
@@ -197,8 +231,9 @@ class PredictionService:
         return ids, served, shadowed
 
     def _assemble(self, records, ids, served, outcomes, partial: bool, received: float,
-                  reasons: int = 0):
+                  reasons: int = 0, variants: dict[str, Variant] | None = None):
         """(Result, registry rows of the served answers); no rows when nothing is to record."""
+        variants = self.variants if variants is None else variants
         n = len(records)
         answers: list[dict | None] = [None] * n
         checked: dict[int, dict] = {}
@@ -212,8 +247,8 @@ class PredictionService:
             if errors and not partial:
                 continue
             kept = [i for j, i in enumerate(index) if j not in refused]
-            version = self.variants[name].scorer.version
-            codes = (self.variants[name].scorer.bundle.reasons(ok, reasons) if reasons and ok
+            version = variants[name].scorer.version
+            codes = (variants[name].scorer.bundle.reasons(ok, reasons) if reasons and ok
                      else [None] * len(ok))
             for i, record, result, code in zip(kept, ok, results, codes, strict=True):
                 checked[i] = record
@@ -229,15 +264,18 @@ class PredictionService:
         latency_ms = (time.perf_counter() - received) * 1000
         now = time.time()
         rows = [self._row(ids[i], checked[i], answers[i], "served", answers[i]["variant"],
-                          engines[i], now, latency_ms, explained.get(i))
+                          answers[i]["model_version"], engines[i], now, latency_ms,
+                          explained.get(i))
                 for i in range(n) if answers[i] is not None]
         return Result(answers, errors), rows
 
     def _shadow_rows(self, records, ids, shadowed: dict[str, list[int]],
                      outcomes: dict[str, tuple | None], result: Result,
-                     received: float) -> list[dict]:
+                     received: float, variants: dict[str, Variant] | None = None
+                     ) -> list[dict]:
         """Registry rows of the shadow variants' answers (role `shadow`) to the records that
         were answered; a variant that failed (outcome None) has none."""
+        variants = self.variants if variants is None else variants
         rows = []
         ms = (time.perf_counter() - received) * 1000
         now = time.time()
@@ -246,17 +284,19 @@ class PredictionService:
                 continue
             ok, refused, results, engine = outcomes[name]
             kept = [i for j, i in enumerate(index) if j not in refused]
-            rows += [self._row(ids[i], record, answer, "shadow", name, engine, now, ms)
+            version = variants[name].scorer.version
+            rows += [self._row(ids[i], record, answer, "shadow", name, version, engine, now, ms)
                      for i, record, answer in zip(kept, ok, results, strict=True)
                      if result.answers[i] is not None]
         return rows
 
     def _row(self, request_id: str, record: dict, answer: dict, role: str, name: str,
-             engine: str, now: float, ms: float, reasons: str | None = None) -> dict:
+             version: str, engine: str, now: float, ms: float,
+             reasons: str | None = None) -> dict:
         key = record.get(self.id_column)
         return {"request_id": request_id, "role": role, "created_at": now,
                 "deployment": self.deployment.name, "strategy": self.deployment.strategy,
-                "variant": name, "model_version": self.variants[name].scorer.version,
+                "variant": name, "model_version": version,
                 "engine": engine, "routing_key": mask([key])[0] if key else None,
                 "inputs": self.masked(record), "prediction": str(answer["prediction"]),
                 "probability": answer.get("probability"), "latency_ms": ms,
