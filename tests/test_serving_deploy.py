@@ -353,6 +353,7 @@ def test_a_running_server_loads_a_new_bundle_into_its_idle_slot_and_switches_und
         refused({"slot": "blue", "bundle": str(bundle)}, 422, "bundle")  # absolute, outside
         refused({"slot": "blue", "bundle": "tampered"}, 422, "bundle")
         refused({"slot": "blue", "bundle": "missing"}, 422, "bundle")
+        refused({"slot": "blue", "bundle": "v2\x00"}, 422, "bundle")
         refused({"slot": "blue", "version": "v9.9.9"}, 422, "version")
         refused({"slot": "blue", "version": "latest"}, 422, "version")
         refused({"bundle": "v2"}, 422, "slot")

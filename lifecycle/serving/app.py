@@ -111,10 +111,14 @@ def one_line(exc: ValidationError) -> str:
 def under_root(given: str, root: Path) -> Path:
     """The bundle directory `given` names (relative: to `root`), resolved; a StageError naming
     the field when it lies outside `root` (symlinks and .. followed) or is no directory."""
-    path = (root / given).resolve()
-    if not path.is_relative_to(root):
+    try:
+        path = (root / given).resolve()
+        inside, is_dir = path.is_relative_to(root), path.is_dir()
+    except (ValueError, OSError, RuntimeError) as exc:  # a NUL byte, a symlink loop, too long
+        raise StageError(f"bundle: {given!r} is not a usable path ({exc})") from exc
+    if not inside:
         raise StageError(f"bundle: {given!r} is outside the server's bundle root {root}")
-    if not path.is_dir():
+    if not is_dir:
         raise StageError(f"bundle: no bundle directory at {given!r} under {root}")
     return path
 
@@ -368,6 +372,10 @@ def create_app(deployment: Deployment, variants: dict[str, Variant], registry: R
                                                        deployment.model, repo)
                     except StageError as exc:
                         raise StageError(f"{field}: {exc}") from exc
+                    except Exception as exc:  # noqa: BLE001 - git/DVC/GTO failures: one line
+                        log.exception("admin load: %s could not be fetched", wanted)
+                        raise StageError(f"{field}: cannot fetch it: {type(exc).__name__}: "
+                                         f"{exc}") from exc
                     source = (f"{deployment.model}@{spec.version}" if spec.version
                               else f"{deployment.model}#{spec.stage}")
                 try:
