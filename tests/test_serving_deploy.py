@@ -373,3 +373,49 @@ def test_a_running_server_loads_a_new_bundle_into_its_idle_slot_and_switches_und
         assert state["live"] == "blue" and state["loaded"] == v1
         meta = httpx.get(f"{server.url}/metadata").json()["variants"]["blue"]
         assert meta["source"] == "churn-model@v1.0.0"
+
+
+def test_a_canary_takes_a_loaded_challenger_then_ramps_it_to_every_customer(
+        bundle: Path, customers, tmp_path: Path):
+    """Canary, then full, on a running server: the new bundle loaded as the challenger answers
+    its share of customers; /admin/share 1.0 sends every customer to it, none failing."""
+    from lifecycle.feedback import rollout
+    from lifecycle.packaging.runtime import load_bundle
+    from lifecycle.packaging.store import write_bundle
+
+    root = tmp_path / "bundles"
+    shutil.copytree(bundle, root / "v2")
+    manifest = orjson.loads((root / "v2" / "manifest.json").read_bytes())
+    files = {p.name: p.read_bytes() for p in (root / "v2").iterdir() if p.name != "manifest.json"}
+    files["model_card.md"] += b"\nRetrained: a new version.\n"
+    write_bundle(root / "v2", files, manifest["lineage"])
+    v1, v2 = load_bundle(bundle).version, load_bundle(root / "v2").version
+    deployment = {"name": "ramp-test", "strategy": "canary", "share": 0.2,
+                  "variants": {"champion": {"bundle": str(bundle)},
+                               "challenger": {"bundle": str(bundle)}}}
+    with serve(tmp_path / "srv", deployment, "--bundle-root", str(root)) as server:
+        token = server.env["SERVING_ADMIN_TOKEN"]
+        loaded = rollout._admin(server.url, "/admin/load", token,
+                                {"slot": "challenger", "bundle": "v2"})
+        assert loaded["model_version"] == v2
+        canary = variants_for(server, customers[:2000])
+        assert canary.count("challenger") / 2000 == pytest.approx(0.2, abs=0.04)
+
+        async def ramp_under_load():
+            bodies = [orjson.dumps(c) for c in customers[:500]]
+            load = asyncio.create_task(run_load(f"{server.url}/predict", bodies,
+                                                requests=1000, concurrency=16))
+            await asyncio.sleep(0.2)
+            state = await asyncio.to_thread(rollout.ramp, server.url, token, 1.0)
+            return await load, state
+
+        result, state = asyncio.run(ramp_under_load())
+        assert state["share"] == 1.0
+        assert result["statuses"] == {"200": 1000} and not result["errors"], result
+        assert {a["model_version"] for a in result["answered"]} == {v1, v2}
+        full = httpx.post(f"{server.url}/predict", json=customers[:1000], timeout=60).json()
+        assert {(a["variant"], a["model_version"]) for a in full} == {("challenger", v2)}
+        for body, status in (({"share": 1.5}, 422), ({"shares": 1}, 422)):
+            response = httpx.post(f"{server.url}/admin/share", json=body,
+                                  headers=server.admin())
+            assert response.status_code == status and "\n" not in response.json()["detail"]

@@ -6,7 +6,8 @@ the rule that takes a promotion back.
 - `deploy_version`: the running server takes a registered version up without a restart: its
   admin API loads the version (fetched at its GTO tag, hash-checked against that revision's
   dvc.lock and the bundle's manifest) into the idle slot, then a blue/green server switches to
-  it; a canary server's challenger slot gets it and answers its share of customers.
+  it; a canary server's challenger slot gets it and answers its share of customers, which
+  `ramp` raises (to 1.0: the full rollout).
 - `switch` / `rollback_server`: a server deployed blue/green (`deploy/*.yaml`) makes its other
   slot live, or the previous one again, through its admin API: both slots are loaded, so no
   request fails during the switch (lifecycle/serving/deploy.py `Router`).
@@ -135,6 +136,11 @@ def deploy_version(url: str, token: str, version: str) -> dict:
         return {**loaded["deployment"], "loaded": loaded["model_version"]}
     raise StageError(f"{url} serves strategy {state['strategy']}: only a blue_green or canary "
                      f"deployment takes a new version while running; restart it with {version}")
+
+
+def ramp(url: str, token: str, share: float) -> dict:
+    """Canary: give the challenger `share` of customers (1.0: the full rollout)."""
+    return _admin(url, "/admin/share", token, {"share": share})
 
 
 def switch(url: str, token: str, to: str | None = None) -> dict:

@@ -82,6 +82,11 @@ class Switch(BaseModel):
                            description="the slot to make live (default: the idle one)")
 
 
+class Share(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    share: float = Field(ge=0, le=1, description="the canary challenger's share of customers")
+
+
 class Load(BaseModel):
     """POST /admin/load: a bundle for an idle slot, by directory or by registered version."""
 
@@ -320,6 +325,31 @@ def create_app(deployment: Deployment, variants: dict[str, Variant], registry: R
         except StageError as exc:
             return _json({"detail": str(exc)}, 409)
         log.warning("blue/green: rolled back, %s is live", state["live"])
+        return _json(state)
+
+    share_body = TypeAdapter(Share)
+
+    @app.post("/admin/share", summary="Canary: the challenger's share of customers",
+              tags=["admin"],
+              responses={**admin_responses, 415: {"description": "the body is not JSON"},
+                         422: {"description": "invalid body"}},
+              openapi_extra={"requestBody": {"required": True, "content": {JSON: {
+                  "schema": Share.model_json_schema()}}}})
+    async def share(request: Request) -> Response:
+        if (refused := authorised(request)) is not None:
+            return refused
+        if not is_json(request.headers.get("content-type")):
+            return _json({"detail": f"send the body as {JSON}"}, 415)
+        try:
+            wanted = share_body.validate_json(await request.body()).share
+        except ValidationError as exc:
+            return _json({"detail": one_line(exc)}, 422)
+        try:
+            state = router.ramp(wanted)
+        except StageError as exc:
+            return _json({"detail": str(exc)}, 409)
+        log.warning("canary: challenger %s now answers %.0f%% of customers", state["challenger"],
+                    wanted * 100)
         return _json(state)
 
     load_body = TypeAdapter(Load)

@@ -138,6 +138,7 @@ class Router:
         self.deployment = deployment
         self.live = deployment.live
         self.previous: str | None = None
+        self.share = deployment.share  # canary: the challenger's share, changed by `ramp`
         self._lock = threading.Lock()
         if deployment.strategy == "ab":
             edges, total = [], 0.0
@@ -155,7 +156,7 @@ class Router:
             return self.live, (d.other,)
         draw = bucket(d.name, key)
         if d.strategy == "canary":
-            return (d.other if draw < d.share else self.live), ()
+            return (d.other if draw < self.share else self.live), ()
         for edge, name in self._edges:
             if draw < edge:
                 return name, ()
@@ -174,6 +175,16 @@ class Router:
             if target != self.live:
                 self.previous, self.live = self.live, target
             return self.state()
+
+    def ramp(self, share: float) -> dict:
+        """Canary: give the challenger `share` of customers (1: all of them, the full rollout;
+        0: none). Customers keep their draw, so a rising share only moves more of them over."""
+        if self.deployment.strategy != "canary":
+            raise StageError(f"share needs strategy canary, this is {self.deployment.strategy}")
+        if not 0 <= share <= 1:
+            raise StageError(f"share: {share} is not between 0 and 1")
+        self.share = share
+        return self.state()
 
     def rollback(self) -> dict:
         """Blue/green: make the previously live slot live again."""
@@ -195,7 +206,7 @@ class Router:
         if d.strategy in ("canary", "shadow"):
             out["challenger"] = d.other
         if d.strategy == "canary":
-            out["share"] = d.share
+            out["share"] = self.share
         if d.strategy == "ab":
             out["split"] = d.split
         return out
