@@ -188,23 +188,57 @@ def fit_transform_featurizer(frame: pd.DataFrame, y: np.ndarray, contract: Contr
         else:
             scores = score(table.iloc[sample], y[sample])
             selected, featurizer = np.ones(table.shape[1], bool), columns
+    unencoded = [c for c in categorical_columns(contract) if not categories[c]]
+    manifest = _manifest(featurizer, described, scores, selected, len(sample), len(frame),
+                         unencoded, contract, p, task)
+    if p.select_k_best:
+        table = featurizer.named_steps["select"].transform(table)
+    return featurizer, manifest, table
+
+
+def transform_with_fitted(featurizer, frame: pd.DataFrame, y: np.ndarray, contract: Contract,
+                          p, task: str) -> tuple[dict, pd.DataFrame]:
+    """The manifest and features of `frame` through a featurizer fitted before (a champion's:
+    `train.mode: incremental`), nothing refitted; the importance estimates are on `frame`."""
+    columns = featurizer.named_steps["columns"] if hasattr(featurizer, "named_steps") \
+        else featurizer
+    table = columns.transform(frame)
+    described = describe_features(columns, contract, p.derived)
+    sample = np.random.default_rng(p.seed).permutation(len(table))[:p.importance_rows]
+    sample.sort()
+    score = importance_function(task, _discrete_mask(table.iloc[sample], described), p.seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Clustering metrics expects discrete values")
+        scores = score(table.iloc[sample], y[sample])
+    if columns is featurizer:
+        selected = np.ones(table.shape[1], bool)
+    else:
+        selected = featurizer.named_steps["select"].get_support()
+        table = featurizer.named_steps["select"].transform(table)
+    encoded = {c for part, _, inputs in columns.transformers_ if part == "cat" for c in inputs}
+    unencoded = [c for c in categorical_columns(contract) if c not in encoded]
+    manifest = _manifest(featurizer, described, scores, selected, len(sample), len(frame),
+                         unencoded, contract, p, task)
+    return manifest, table
+
+
+def _manifest(featurizer, described: list[dict], scores, selected, sampled: int, rows: int,
+              unencoded: list[str], contract: Contract, p, task: str) -> dict:
+    """The feature manifest (metrics/features.json): every candidate feature described, its
+    importance and whether it was selected, and the featurizer's version."""
     for feature, value, kept in zip(described, scores, selected, strict=True):
         feature.update(importance=round(float(value), 6), selected=bool(kept))
-    unencoded = [c for c in categorical_columns(contract) if not categories[c]]
-    manifest = {
+    return {
         "version": version_hash(featurizer, described, contract, p, task),
         "count": int(selected.sum()),
         "candidates": len(described),
         "by_type": {t: sum(f["type"] == t for f in described if f["selected"])
                     for t in ("numeric", "derived", "indicator", "one-hot")},
-        "train_rows": len(frame),
-        "importance": {"measure": "mutual_information", "rows": len(sample), "seed": p.seed},
+        "train_rows": rows,
+        "importance": {"measure": "mutual_information", "rows": sampled, "seed": p.seed},
         "unencoded_columns": unencoded,
         "features": described,
     }
-    if p.select_k_best:
-        table = featurizer.named_steps["select"].transform(table)
-    return featurizer, manifest, table
 
 
 def describe_features(columns, contract: Contract, derived: dict[str, str]) -> list[dict]:

@@ -34,7 +34,7 @@ from pydantic import Field, ValidationError, create_model, field_validator, mode
 
 from lifecycle import metrics
 from lifecycle.errors import StageError
-from lifecycle.params import Section
+from lifecycle.params import Section, TrainMode
 
 LONG_FIT_ROWS = 100_000  # from this many rows a single fit reports its progress too
 FOREST_CHUNKS = 20       # a forest grows in this many steps when it shows progress
@@ -308,7 +308,8 @@ class SearchParams(Section):
     grid: SearchGrid
 
 
-class _Train(Section):
+class _Train(TrainMode):
+    model_config = Section.model_config   # unknown keys are errors here (TrainMode ignores them)
     model: str  # a family of FAMILIES, or an import path (package.module.Class)
     class_weight: Literal["balanced", "none"]
     seed: int

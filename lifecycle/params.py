@@ -178,7 +178,27 @@ class FeaturizeParams(Section):
 
 # --- train: its params models live with the model families (lifecycle/models.py), so that a
 # family is one registry entry and its params section; load it with
-# params.load("train", model=models.TrainParams).
+# params.load("train", model=models.TrainParams). The keys below are the part featurize reads
+# too (`params.load("train", model=TrainMode)`): whether to continue a champion, and which.
+class IncrementalParams(Section):
+    epochs: int = Field(gt=0)  # MLP partial_fit / linear SGD: passes over the new rows
+    extra_iterations: int = Field(gt=0)  # HistGradientBoosting: trees added to the champion's
+    eta0: float = Field(gt=0)  # linear SGD: its constant step
+
+
+class TrainMode(Section):
+    # featurize reads only these keys of the train section; TrainParams forbids unknown ones
+    model_config = Section.model_config | {"extra": "ignore"}
+
+    mode: Literal["full", "incremental"] = "full"
+    champion: str | None = None  # incremental: the champion's bundle directory (package's output)
+    incremental: IncrementalParams = IncrementalParams(epochs=5, extra_iterations=20, eta0=0.01)
+
+    @model_validator(mode="after")
+    def _champion_to_continue(self):
+        if self.mode == "incremental" and not self.champion:
+            raise ValueError("train.mode is incremental but train.champion names no bundle")
+        return self
 
 
 # --- evaluate ------------------------------------------------------------------------------

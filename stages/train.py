@@ -1,7 +1,10 @@
 """train: fit the model family named in params on the train feature table (after the optional
-search) and score it on train and validation with the task's primary metric."""
+search) and score it on train and validation with the task's primary metric. With
+`train.mode: incremental` the champion's model (`train.champion`) continues on the train rows
+instead (featurize made them with the champion's featurizer)."""
 
 from lifecycle import cli, features, io, metrics, models, params, persistence
+from lifecycle.feedback import incremental
 from lifecycle.scale import training
 
 
@@ -15,7 +18,13 @@ def main() -> str:
         metric = metrics.require(task.type, p.search.metric, "train.search.metric")
     scale_p = training.load()   # all rows here, a seeded sample, or xgboost on the cluster
     X_val, y_val = features.split_target(io.read_parquet(args.validation))
-    if scale_p.method == "xgboost_dask":
+    if p.mode == "incremental":
+        champion = incremental.champion(p.champion, task.type, params.load("featurize").derived,
+                                        p.model)
+        X, y = features.split_target(io.read_parquet(args.train))
+        model, report = incremental.continue_champion(champion, p, X, y, X_val, y_val, task.type,
+                                                      metric)
+    elif scale_p.method == "xgboost_dask":
         model, report = training.fit_on_cluster(task.type, p, args.train, X_val, y_val, metric,
                                                 scale_p)
     else:
@@ -31,6 +40,11 @@ def main() -> str:
     metric = report["metric"]
     searched = (f", searched {report['search']['candidates']} points by {p.search.method}"
                 if report["search"] else "")
+    if p.mode == "incremental":
+        return (f"{report['incremental']['champion']} continued on {report['rows']['train']} "
+                f"new rows: {metric} train {report['train'][metric]:.4f} validation "
+                f"{report['validation'][metric]:.4f} (champion validation "
+                f"{report['incremental']['champion_validation']:.4f}; {seconds:.2f} s)")
     return (f"{p.model} on {report['rows']['train']} rows x {report['features']} features"
             f"{searched} ({report['training_rows']['method']}): {metric} "
             f"train {report['train'][metric]:.4f} validation {report['validation'][metric]:.4f} "

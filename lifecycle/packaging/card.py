@@ -82,14 +82,18 @@ def model_card(*, name: str, task: str, contract: Contract, inference: dict, sco
 
 
 def _modelling_params(params: dict) -> dict:
-    """task, split, featurize and train params, train trimmed to the chosen family's section."""
+    """task, split, featurize and train params, train trimmed to the chosen family's section
+    (and to mode, champion and incremental when the model continued a champion)."""
     shown = {k: params[k] for k in ("task", "split", "featurize") if k in params}
     train = params.get("train")
     if isinstance(train, dict):
         family = train.get("model")
+        continued = train.get("mode") == "incremental"
         shown["train"] = {k: v for k, v in train.items()
-                          if not isinstance(v, dict) or k == family
-                          or (k == "search" and v.get("method", "none") != "none")}
+                          if (not isinstance(v, dict) or k == family
+                              or (k == "search" and v.get("method", "none") != "none")
+                              or (k == "incremental" and continued))
+                          and (continued or k not in ("mode", "champion"))}
     return shown
 
 
