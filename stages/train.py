@@ -38,13 +38,13 @@ def main() -> str:
     persistence.save(model, args.model)
     io.write_json(report, args.metrics)
     metric = report["metric"]
+    if p.mode == "incremental":
+        return (f"champion {report['incremental']['champion']} continued on "
+                f"{report['rows']['train']} new rows: {metric} train {report['train'][metric]:.4f} "
+                f"validation {report['validation'][metric]:.4f} (champion's validation "
+                f"{report['incremental']['champion_validation']:.4f}; {seconds:.2f} s)")
     searched = (f", searched {report['search']['candidates']} points by {p.search.method}"
                 if report["search"] else "")
-    if p.mode == "incremental":
-        return (f"{report['incremental']['champion']} continued on {report['rows']['train']} "
-                f"new rows: {metric} train {report['train'][metric]:.4f} validation "
-                f"{report['validation'][metric]:.4f} (champion validation "
-                f"{report['incremental']['champion_validation']:.4f}; {seconds:.2f} s)")
     return (f"{p.model} on {report['rows']['train']} rows x {report['features']} features"
             f"{searched} ({report['training_rows']['method']}): {metric} "
             f"train {report['train'][metric]:.4f} validation {report['validation'][metric]:.4f} "
