@@ -282,7 +282,7 @@ FAMILIES: dict[str, Family] = {'''
     models_py.write_text(text)
     params_yaml = ws / "params.yaml"
     params_yaml.write_text(params_yaml.read_text().replace(
-        "\nevaluate:", "\n  extra_trees: {n_estimators: 30, min_samples_leaf: 5}\n\nevaluate:", 1))
+        "\n  xgboost:", "\n  extra_trees: {n_estimators: 30, min_samples_leaf: 5}\n  xgboost:", 1))
     changed = run(["git", "status", "--porcelain"], ws).stdout.split("\n")
     assert sorted(line[3:] for line in changed if line) == ["lifecycle/models.py", "params.yaml"]
     script = """
