@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 from websockets.sync.client import connect
 
+from tests.helpers_process import stop_process
+
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=1280,900"]
@@ -81,12 +83,7 @@ class Chromium:
         try:
             self._closing.close()
         finally:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
             self.log.close()
 
     def _output(self) -> str:

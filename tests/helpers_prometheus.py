@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from tests.helpers_process import stop_process
 from tests.helpers_serving import free_port
 
 
@@ -42,12 +43,7 @@ class Prometheus:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
 
     def output(self) -> str:

@@ -15,6 +15,8 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from tests.helpers_process import stop_process
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ADMIN_TOKEN = "test-admin-token"
@@ -70,13 +72,8 @@ class Server:
         self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_process(self.proc)
         if hasattr(self, "_log"):
             self._log.close()
 
