@@ -96,18 +96,19 @@ def _by_distinct(values: pd.Series, dtype: str, convert) -> pd.Series:
                      index=values.index)
 
 
-FLOAT_LIMIT = float(np.finfo(np.float32).max)   # the ONNX model computes in float32
-
-
 def _as_float(values: pd.Series) -> pd.Series:
-    """float64 within float32's range (inf and 1e39 are no number the model can use); text that
-    is not a number, nan, or a true/false becomes null."""
+    """float64 that float32 holds (some models compare their features in float32): a value
+    float32 rounds to a finite number passes, 3.4028235e+38 (float32's largest, as printed)
+    too; one it overflows (inf, 1e39) is no number the model can use. That, text that is not a
+    number, nan, or a true/false becomes null."""
     if values.dtype.kind == "b":
         return pd.Series(np.nan, index=values.index)
     numbers = pd.to_numeric(values, errors="coerce") if values.dtype.kind not in "iuf" \
         else values
     numbers = numbers.astype("float64")
-    return numbers.where(numbers.abs() <= FLOAT_LIMIT)
+    with np.errstate(over="ignore"):   # the overflow to inf is the test
+        fits = np.isfinite(numbers.to_numpy().astype(np.float32))
+    return numbers.where(fits)
 
 
 _INT64 = (-(2**63), 2**63)   # [low, high): exactly representable as float64 too

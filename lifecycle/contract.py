@@ -6,8 +6,8 @@ Column fields: `type` (int | float | bool | string | category | datetime), `null
 (feature | metadata), and for datetime columns `format`: one strptime format or a list
 ("%d/%m/%Y"; default ISO 8601). Values are typed from the source's text by the contract only:
 an id declared `string` keeps its leading zeros; an `int` is a whole number that fits in 64 bits
-(anything else, `inf`, `1e20`, `nan`, is quarantined as wrong_type); a `float` is finite and
-within float32's range (the ONNX model computes in float32); a date
+(anything else, `inf`, `1e20`, `nan`, is quarantined as wrong_type); a `float` is a number
+float32 holds without overflowing (some model families compare features in float32); a date
 that matches no listed format, or two formats differently, is quarantined, never guessed.
 
 Rules are pandas expressions over the columns that must hold on every row; `as_of` names the
