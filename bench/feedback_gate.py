@@ -27,13 +27,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "bench" / "results"
+from feedback_windows import project, write_results  # bench/feedback_windows.py
 
 
 def main() -> None:
@@ -49,32 +45,15 @@ def main() -> None:
     import pandas as pd
     from sklearn.base import clone
 
-    from lifecycle import features, params
-    from lifecycle.contract import load_contract
     from lifecycle.evaluation import Predictions
     from lifecycle.feedback import gate
-    from lifecycle.feedback.settings import FeedbackParams
-    from lifecycle.monitoring.simulate import draw
-    from lifecycle.packaging.runtime import load_bundle
 
-    bundle = load_bundle(ROOT / "models" / "bundle")
-    contract = load_contract(ROOT / "contract.yaml")
-    fp = params.load("feedback", ROOT / "params.yaml", model=FeedbackParams)
-    metric = fp.gate.metric or params.load("evaluate", ROOT / "params.yaml").primary_metric
-    derived = bundle.inference["derived"]
-    target, positive = contract.target.column, str(contract.target.positive)
-    negative = next(str(v) for v in contract.columns[target].allowed if str(v) != positive)
-    train = pd.read_parquet(ROOT / "data" / "processed" / "train.parquet")
-    pool = pd.read_parquet(ROOT / "data" / "processed" / "test.parquet")
+    p = project()
+    bundle, fp, metric, train, frame, labels = (p.bundle, p.feedback, p.metric, p.train,
+                                                p.frame, p.labels)
     champion = bundle.pipeline
     g = fp.gate.guardrails
     seg_col, seg_val = g.segment.split("=", 1) if g.segment else (None, None)
-
-    def frame(rows):
-        return features.model_frame(rows, contract, derived)
-
-    def labels(rows):
-        return (rows[target].astype(str) == positive).to_numpy(int)
 
     rows_out, load = [], os.getloadavg()[0]
     start_all = time.perf_counter()
@@ -82,12 +61,7 @@ def main() -> None:
         shift, data = scenario.split("/")
         promoted, diffs, lows, fit_s, blocked = 0, [], [], [], {}
         for seed in range(args.seeds):
-            rng = np.random.default_rng(10_000 + seed)
-            order = rng.permutation(len(pool))
-            part_a = pool.iloc[order[:len(pool) // 2]]
-            part_b = pool.iloc[order[len(pool) // 2:]]
-            production = draw(part_a, shift, args.production, seed, target, positive, negative)
-            window = draw(part_b, shift, args.judge, seed + 1, target, positive, negative)
+            production, window = p.windows(shift, seed, args.production, args.judge)
             fit_rows = production if data == "production" else pd.concat(
                 [train, production], ignore_index=True)
             t0 = time.perf_counter()
@@ -128,13 +102,11 @@ def main() -> None:
                          "fit_seconds_median": round(float(np.median(fit_s)), 3),
                          "blocked_by": blocked})
         print(json.dumps(rows_out[-1]), flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     summary = {"metric": metric, "min_effect": fp.gate.min_effect,
                "confidence": fp.gate.confidence, "production_rows": args.production,
                "judge_rows": args.judge, "load_average_1m_start": round(load, 2),
                "load_average_1m_end": round(os.getloadavg()[0], 2),
                "seconds": round(time.perf_counter() - start_all, 1), "scenarios": rows_out}
-    (RESULTS / "feedback_gate.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = ["| shift | trained on | promoted / seeds | rate (Wilson 95%) | mean diff | "
              "mean CI low | not promoted because (windows) |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['shift']} | train + production | " if r["train_on"] == "both" else
@@ -144,8 +116,7 @@ def main() -> None:
                  f"{r['mean_difference']:+.4f} | {r['mean_low']:+.4f} | "
                  + ", ".join(f"{k}: {v}" for k, v in r["blocked_by"].items()) + " |"
                  for head, r in zip(lines[2:], rows_out, strict=True)]
-    (RESULTS / "feedback_gate.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("feedback_gate", summary, lines)
     print(f"load average {summary['load_average_1m_start']} -> "
           f"{summary['load_average_1m_end']}, {summary['seconds']} s")
 

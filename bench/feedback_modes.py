@@ -26,13 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "bench" / "results"
+from feedback_windows import project, write_results  # bench/feedback_windows.py
 
 
 def main() -> None:
@@ -50,30 +46,13 @@ def main() -> None:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
 
-    from lifecycle import features, params
-    from lifecycle.contract import load_contract
     from lifecycle.evaluation import Predictions
     from lifecycle.feedback import gate
     from lifecycle.feedback.incremental import continue_fit
     from lifecycle.feedback.online import OnlineLearner
-    from lifecycle.feedback.settings import FeedbackParams
-    from lifecycle.monitoring.simulate import draw
-    from lifecycle.packaging.runtime import load_bundle
 
-    bundle = load_bundle(ROOT / "models" / "bundle")
-    contract = load_contract(ROOT / "contract.yaml")
-    fp = params.load("feedback", ROOT / "params.yaml", model=FeedbackParams)
-    derived = bundle.inference["derived"]
-    target, positive = contract.target.column, str(contract.target.positive)
-    negative = next(str(v) for v in contract.columns[target].allowed if str(v) != positive)
-    train = pd.read_parquet(ROOT / "data" / "processed" / "train.parquet")
-    pool = pd.read_parquet(ROOT / "data" / "processed" / "test.parquet")
-
-    def frame(rows):
-        return features.model_frame(rows, contract, derived)
-
-    def labels(rows):
-        return (rows[target].astype(str) == positive).to_numpy(int)
+    p = project()
+    bundle, fp, train, frame, labels = p.bundle, p.feedback, p.train, p.frame, p.labels
 
     X_train, y_train = frame(train), labels(train)
     logistic = bundle.pipeline
@@ -92,13 +71,7 @@ def main() -> None:
                     for m in ("champion", "full", "incremental", "online")}
             online_prequential = []
             for seed in range(args.seeds):
-                rng = np.random.default_rng(10_000 + seed)
-                order = rng.permutation(len(pool))
-                half = len(pool) // 2
-                production = draw(pool.iloc[order[:half]], shift, args.production, seed,
-                                  target, positive, negative)
-                window = draw(pool.iloc[order[half:]], shift, args.judge, seed + 1, target,
-                              positive, negative)
+                production, window = p.windows(shift, seed, args.production, args.judge)
                 X_prod, y_prod = frame(production), labels(production)
                 X_win, y_win = frame(window), labels(window)
                 scores, seconds = {"champion": champion.predict_proba(X_win)[:, 1]}, {
@@ -141,12 +114,10 @@ def main() -> None:
                     row["prequential_auc_mean"] = round(float(np.mean(online_prequential)), 4)
                 results.append(row)
                 print(json.dumps(row), flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     summary = {"production_rows": args.production, "judge_rows": args.judge,
                "train_rows": len(train), "load_average_1m_start": round(load_start, 2),
                "load_average_1m_end": round(os.getloadavg()[0], 2), "rows": results}
     name = "feedback_modes" if args.families.count(",") else f"feedback_modes_{args.families}"
-    (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = ["| shift | family | mode | ROC AUC on the judge window (mean ± sd) | "
              "update seconds (median) | promoted by the gate |", "|---|---|---|---|---|---|"]
     for r in results:
@@ -155,8 +126,7 @@ def main() -> None:
         promoted = "" if r["promoted"] is None else f"{r['promoted']}/{r['seeds']}"
         lines.append(f"| {r['shift']} | {r['family']} | {r['mode']} | {r['auc_mean']:.4f} ± "
                      f"{r['auc_sd']:.4f} | {r['seconds_median']:.3f}{extra} | {promoted} |")
-    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(name, summary, lines)
     print(f"load average {summary['load_average_1m_start']} -> {summary['load_average_1m_end']}")
 
 

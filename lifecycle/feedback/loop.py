@@ -131,24 +131,57 @@ def evidence_message(result: dict) -> str:
 
 def promote(result: dict, repo: str | Path = ".", model: str = "churn-model",
             server: str | None = None, token: str | None = None) -> dict:
-    """Commit the experiment's results, register the next version in prod; the server at
-    `server` loads it into its idle slot and switches to it (`rollout.deploy_version`)."""
+    """Commit the experiment's results and register them as the next version; with `server`,
+    the running server takes it up first (`rollout.deploy_version`: loaded into its idle slot,
+    switched to). Only then is the version assigned to prod. All or nothing: when the server
+    step (or the assignment) fails, the version tag and the commit are undone, prod keeps its
+    version and a StageError says so in one line (run promote again once the server is
+    fixed)."""
     repo = Path(repo)
     if not result["promote"]:
         raise StageError("the gate did not promote the challenger: nothing to register "
                          f"({'; '.join(result['decision']['reasons'])})")
     previous = rollout.prod_version(model, repo)
+    before = rollout._git(["rev-parse", "HEAD"], repo)
     rollout._git(["add", "dvc.lock", "params.yaml", "metrics"], repo)
-    rollout._git(["-c", "user.name=lifecycle", "-c", "user.email=lifecycle@localhost",
-                  "commit", "-q", "-m", "retrain: challenger promoted by the gate\n\n"
-                  + evidence_message(result)], repo)
+    staged = subprocess.run(["git", "diff", "--cached", "--quiet"], cwd=repo).returncode != 0
+    if staged:  # a second run after an undone one commits the same results again
+        rollout._git(["-c", "user.name=lifecycle", "-c", "user.email=lifecycle@localhost",
+                      "commit", "-q", "-m", "retrain: challenger promoted by the gate\n\n"
+                      + evidence_message(result)], repo)
     version = rollout.next_version(model, repo)
-    rollout.register(model, version, evidence_message(result), repo)
+    rollout.register(model, version, evidence_message(result), repo, stage=None)
     out = {"version": version, "previous": previous,
            "commit": rollout._git(["rev-parse", "HEAD"], repo)}
-    if server:  # the running server loads the new version into its idle slot, switches
-        out["server"] = rollout.deploy_version(server, token or "", version)
+    try:
+        if server:  # the running server loads the new version into its idle slot, switches
+            out["server"] = rollout.deploy_version(server, token or "", version)
+        try:
+            rollout.assign(model, version, f"prod <- {version}", repo)
+        except Exception:
+            if out.get("server", {}).get("strategy") == "blue_green":
+                rollout.rollback_server(server, token or "")  # the old version live again
+            raise
+    except Exception as exc:
+        rollout.unregister(model, version, repo)
+        if staged and rollout._git(["rev-parse", "HEAD"], repo) == out["commit"]:
+            rollout._git(["reset", "-q", "--soft", before], repo)
+        served = _served(server) if server else ""
+        raise StageError(f"{version} NOT promoted ({str(exc).splitlines()[0]}); undone: prod "
+                         f"stays {previous or 'unassigned'}, {version} is not registered"
+                         + (", the challenger's results are staged, not committed" if staged
+                            else "") + served + ": fix it and run promote again") from exc
     return out
+
+
+def _served(server: str) -> str:
+    """", the server at URL serves ... (live slot ...)", or that it could not be asked."""
+    try:
+        state = rollout.serving_state(server)
+    except StageError:
+        return f", the server at {server} could not be asked what it serves"
+    return (f", the server at {server} serves {state['versions'][state['live']]} "
+            f"(live slot {state['live']})")
 
 
 def watch(new_version: str, old_version: str, repo: str | Path = ".",

@@ -67,12 +67,19 @@ def prod_version(model: str, repo: str | Path = ".", stage: str = "prod") -> str
 
 
 def register(model: str, version: str, message: str, repo: str | Path = ".",
-             stage: str = "prod") -> None:
-    """Register HEAD as `version` (tag message: `message`) and assign it to `stage`."""
+             stage: str | None = "prod") -> None:
+    """Register HEAD as `version` (tag message: `message`) and assign it to `stage` (None: no
+    stage yet, `assign` later)."""
     import gto.api
 
     gto.api.register(str(repo), model, "HEAD", version=version, message=message, push=False)
-    assign(model, version, f"{stage} <- {version}", repo, stage)
+    if stage:
+        assign(model, version, f"{stage} <- {version}", repo, stage)
+
+
+def unregister(model: str, version: str, repo: str | Path = ".") -> None:
+    """Undo a `register` that was never assigned nor pushed: delete its local version tag."""
+    _git(["tag", "-d", f"{model}@{version}"], repo)
 
 
 def assign(model: str, version: str, message: str, repo: str | Path = ".",
@@ -107,13 +114,36 @@ def roll_back(model: str, new_version: str, old_version: str, message: str,
 
 # --- the running server ----------------------------------------------------------------------
 def _admin(url: str, path: str, token: str, body: dict | None = None) -> dict:
+    return _call("POST", url, path, token, body)
+
+
+def _call(method: str, url: str, path: str, token: str = "", body: dict | None = None) -> dict:
+    """One admin API call; any failure (no server, a refusal) is a one-line StageError naming
+    the call and the server's reason."""
     import httpx
 
-    response = httpx.post(f"{url}{path}", json=body or {}, timeout=30,
-                          headers={"Authorization": f"Bearer {token}"})
+    try:
+        response = httpx.request(method, f"{url}{path}", json=body if method == "POST" else None,
+                                 timeout=30,
+                                 headers={"Authorization": f"Bearer {token}"} if token else {})
+    except httpx.HTTPError as exc:
+        raise StageError(f"{url}{path}: cannot reach the server ({type(exc).__name__}: "
+                         f"{exc})") from exc
     if response.status_code != 200:
-        raise StageError(f"{url}{path}: HTTP {response.status_code}: {response.text[:300]}")
+        try:
+            reason = response.json()["detail"]
+        except (ValueError, KeyError, TypeError):
+            reason = response.text
+        raise StageError(f"{url}{path}: HTTP {response.status_code}: "
+                         f"{str(reason).splitlines()[0][:300] if reason else ''}")
     return response.json()
+
+
+def serving_state(url: str) -> dict:
+    """The running server's deployment (GET /metadata): strategy, live slot, slot versions."""
+    meta = _call("GET", url, "/metadata")
+    return {**meta["deployment"], "versions": {n: v["source"] for n, v in
+                                               meta["variants"].items()}}
 
 
 def load(url: str, token: str, slot: str, version: str) -> dict:
@@ -124,9 +154,7 @@ def load(url: str, token: str, slot: str, version: str) -> dict:
 def deploy_version(url: str, token: str, version: str) -> dict:
     """The running server takes `version` up: blue/green loads it into the idle slot and
     switches to it; canary loads it as the challenger. Other strategies cannot (StageError)."""
-    import httpx
-
-    state = httpx.get(f"{url}/metadata", timeout=30).json()["deployment"]
+    state = serving_state(url)
     if state["strategy"] == "blue_green":
         idle = next(n for n in state["variants"] if n != state["live"])
         loaded = load(url, token, idle, version)

@@ -440,7 +440,7 @@ def create_app(deployment: Deployment, variants: dict[str, Variant], registry: R
 
     _document(app, Record, live)
     if metrics:  # outermost of the app's own middleware: it times and counts every route
-        app.add_middleware(MetricsMiddleware, metrics=ServingMetrics(variants),
+        app.add_middleware(MetricsMiddleware, metrics=ServingMetrics(lambda: service.variants),
                            routes=[r.path for r in app.routes])
     return app
 

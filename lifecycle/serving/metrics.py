@@ -14,9 +14,15 @@ Everything lives in a registry of its own (two apps in one process do not collid
                                                        input check's kind of its first problem
                                                        (422: wrong_type, missing,
                                                        out_of_range, rule, ...)
-    serving_score{variant}                             histogram of each answer's score
-    serving_reference_score{variant, quantile}         the bundle's validation score quantiles
+    serving_score{variant, model_version}              histogram of each answer's score
+    serving_reference_score{variant, model_version,    the validation score quantiles of the
+                            quantile}                  bundle each variant serves now
     serving_model_info{variant, model_version, engine} 1 per loaded variant
+
+The last two are read from the loaded variants at each scrape: a bundle loaded into a slot
+(POST /admin/load) replaces its slot's series at once, so the reference always belongs to the
+version that answers, and `model_version` on the score histogram keeps the answers of the old
+and the new bundle apart (the alert rules join the two on variant and model_version).
 
 Routes outside the app's own (a scanner's 404s) are counted as route="other", so the label
 sets stay bounded. The alert rules over these are deploy/prometheus/rules.yml.
@@ -26,13 +32,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     disable_created_metrics,
     gc_collector,
@@ -40,6 +45,7 @@ from prometheus_client import (
     platform_collector,
     process_collector,
 )
+from prometheus_client.core import GaugeMetricFamily
 
 # seconds: fine around the latency targets (p50 1.5 ms, p99 3 ms), coarse up to a stall
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05,
@@ -53,15 +59,16 @@ PREDICT = "/predict"
 
 
 class ServingMetrics:
-    """The metrics of one API over its loaded variants ({name: Scorer})."""
+    """The metrics of one API; `variants()` gives the variants loaded now ({name: Variant or
+    Scorer}), read again at every scrape."""
 
-    def __init__(self, variants: Mapping[str, object]):
+    def __init__(self, variants: Callable[[], Mapping[str, object]]):
         disable_created_metrics()  # no *_created series: half the scrape, nothing lost
         self.registry = CollectorRegistry(auto_describe=True)
         for collector in (process_collector.ProcessCollector,
                           platform_collector.PlatformCollector, gc_collector.GCCollector):
             collector(registry=self.registry)
-        scorers = {name: getattr(v, "scorer", v) for name, v in variants.items()}
+        scorers = _scorers(variants())
         self.requests = Counter("serving_requests", "HTTP requests answered",
                                 ["route", "method", "status"], registry=self.registry)
         self.duration = Histogram("serving_request_duration_seconds",
@@ -70,22 +77,14 @@ class ServingMetrics:
         self.rejects = Counter("serving_rejects", "/predict requests refused, by reason",
                                ["reason"], registry=self.registry)
         self.score = Histogram("serving_score", "score of each answered record: probability "
-                               "(classification) or prediction (regression)", ["variant"],
+                               "(classification) or prediction (regression)",
+                               ["variant", "model_version"],
                                buckets=_score_buckets(scorers.values()), registry=self.registry)
-        reference = Gauge("serving_reference_score", "the bundle's validation score quantiles "
-                          "(reference_stats.json)", ["variant", "quantile"],
-                          registry=self.registry)
-        info = Gauge("serving_model_info", "1 for each loaded variant's model version",
-                     ["variant", "model_version", "engine"], registry=self.registry)
-        self._score_field = {}
-        self._score_of = {}
-        for name, scorer in scorers.items():
-            info.labels(name, scorer.version, scorer.engine).set(1)
-            for q, value in _reference_quantiles(scorer).items():
-                reference.labels(name, q).set(value)
-            self._score_of[name] = self.score.labels(name)
-            self._score_field[name] = "prediction" if scorer.task == "regression" \
-                else "probability"
+        self.registry.register(LoadedVariants(variants))
+        # a slot keeps its task: a bundle predicting other outcomes is never loaded into it
+        self._score_field = {name: "prediction" if scorer.task == "regression"
+                             else "probability" for name, scorer in scorers.items()}
+        self._score_of: dict[tuple[str, str], object] = {}
         for reason in REJECT_REASONS:  # present at 0 from the start: rate() sees the first
             self.rejects.labels(reason)
         self.requests.labels(PREDICT, "POST", "200")  # and no traffic is a 0, not no series
@@ -107,14 +106,47 @@ class ServingMetrics:
             self.rejects.labels(_reason(status, state)).inc()
         elif state and (answers := state.get("answers")):
             for answer in answers:
-                if answer is not None and answer.get("variant") in self._score_of:
-                    value = answer.get(self._score_field[answer["variant"]])
-                    if isinstance(value, int | float):
-                        self._score_of[answer["variant"]].observe(value)
+                if answer is None or (variant := answer.get("variant")) not in \
+                        self._score_field:
+                    continue
+                value = answer.get(self._score_field[variant])
+                if isinstance(value, int | float):
+                    key = (variant, str(answer.get("model_version")))
+                    child = self._score_of.get(key)
+                    if child is None:
+                        child = self._score_of[key] = self.score.labels(*key)
+                    child.observe(value)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format Prometheus scrapes, and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class LoadedVariants:
+    """A collector of serving_reference_score and serving_model_info over the variants loaded
+    at scrape time (so a reload or a switch never leaves the start-up bundle's numbers)."""
+
+    def __init__(self, variants: Callable[[], Mapping[str, object]]):
+        self.variants = variants
+        self._quantiles: dict[str, dict[str, float]] = {}  # by bundle version: read once
+
+    def collect(self):
+        reference = GaugeMetricFamily(
+            "serving_reference_score", "the validation score quantiles (reference_stats.json) "
+            "of the bundle each variant serves", labels=["variant", "model_version", "quantile"])
+        info = GaugeMetricFamily("serving_model_info", "1 for each loaded variant's model "
+                                 "version", labels=["variant", "model_version", "engine"])
+        for name, scorer in _scorers(self.variants()).items():
+            info.add_metric([name, scorer.version, scorer.engine], 1)
+            if scorer.version not in self._quantiles:
+                self._quantiles[scorer.version] = _reference_quantiles(scorer)
+            for q, value in self._quantiles[scorer.version].items():
+                reference.add_metric([name, scorer.version, q], value)
+        return [reference, info]
+
+
+def _scorers(variants: Mapping[str, object]) -> dict[str, object]:
+    return {name: getattr(v, "scorer", v) for name, v in variants.items()}
 
 
 def _reason(status: int, state: Mapping | None) -> str:
