@@ -6,11 +6,13 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import lifecycle  # noqa: F401  first: it pins the BLAS kernels before any test module imports numpy
+from tests.helpers_process import free_port, http_ok, stop_process, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -91,3 +93,32 @@ def featurized(reproduced_data: Path, tmp_path_factory) -> Path:
     shutil.copytree(reproduced_data / "data" / "processed", where / "data" / "processed")
     run_stages(where, "featurize", "train")
     return where
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory) -> Iterator[dict]:
+    """moto's S3 server, a real S3 HTTP endpoint, on a free port of 127.0.0.1; the environment
+    that reaches it (test credentials; never a cloud metadata service)."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT)
+    env = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    try:
+        wait_ready(proc, http_ok(env["AWS_ENDPOINT_URL"]), "moto_server", log, timeout=30)
+        yield env
+    finally:
+        stop_process(proc)
+
+
+def s3_client(env: dict):
+    """A boto3 S3 client of the endpoint and credentials in `env` (`s3_server`'s)."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"],
+                        region_name=env["AWS_DEFAULT_REGION"],
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 from websockets.sync.client import connect
 
-from tests.helpers_process import stop_process
+from tests.helpers_process import stop_process, wait_ready
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -63,21 +63,22 @@ class Chromium:
         return self
 
     def _page_socket(self) -> str:
-        """The page target's DevTools websocket (Chromium writes its port to the profile)."""
-        port_file = self.profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 60
-        while not (port_file.exists() and port_file.read_text().strip()):
-            assert self.proc.poll() is None, f"chromium exited: {self._output()}"
-            assert time.monotonic() < deadline, f"chromium not ready: {self._output()}"
-            time.sleep(0.1)
-        port = port_file.read_text().split()[0]
-        while True:  # the page target appears shortly after the port
-            pages = [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json()
-                     if t["type"] == "page"]
-            if pages:
-                return pages[0]["webSocketDebuggerUrl"]
-            assert time.monotonic() < deadline, f"no page target: {self._output()}"
-            time.sleep(0.1)
+        """The page target's DevTools websocket: Chromium writes its port to the profile, the
+        page target appears shortly after."""
+        log = self.profile / "chromium.log"
+
+        def port() -> str:
+            return (self.profile / "DevToolsActivePort").read_text().split()[0]
+
+        at = wait_ready(self.proc, port, "chromium's DevTools port", log,
+                        not_yet=(FileNotFoundError, IndexError))
+
+        def pages() -> list[dict]:
+            return [t for t in httpx.get(f"http://127.0.0.1:{at}/json/list").json()
+                    if t["type"] == "page"]
+
+        return wait_ready(self.proc, pages, "chromium's page target", log)[0][
+            "webSocketDebuggerUrl"]
 
     def __exit__(self, *exc) -> None:
         try:
@@ -85,10 +86,6 @@ class Chromium:
         finally:
             stop_process(self.proc)
             self.log.close()
-
-    def _output(self) -> str:
-        self.log.flush()
-        return (self.profile / "chromium.log").read_text()[-2000:]
 
     def call(self, method: str, visit: Visit | None = None, **params) -> dict:
         """Send one command; record the events that arrive meanwhile; return its result."""

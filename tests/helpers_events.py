@@ -5,21 +5,15 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.helpers_process import free_port, stop_process, wait_ready
+
 PASSWORD_VAR = "LIFECYCLE_TEST_REDIS_PASSWORD"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:
@@ -32,7 +26,7 @@ class RedisServer:
             pytest.fail("redis-server not found: install the Debian package 'redis-server' "
                         "(tools/system-packages.sh, run by make test)")
         self.home = Path(tempfile.mkdtemp(prefix="lifecycle-redis-"))
-        self.password, self.port = secrets.token_hex(16), _free_port()
+        self.password, self.port = secrets.token_hex(16), free_port()
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.home),
              "--requirepass", self.password, "--save", "", "--appendonly", "no",
@@ -46,21 +40,16 @@ class RedisServer:
     def _connect(self, timeout: float = 20):
         import redis
 
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                client = redis.Redis.from_url(self.direct_url)
-                client.ping()
-                return client
-            except redis.ConnectionError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    log = self.home / "redis.log"
-                    pytest.fail(f"redis-server did not start:\n"
-                                f"{log.read_text() if log.exists() else ''}")
-                time.sleep(0.05)
+        client = redis.Redis.from_url(self.direct_url)
+        try:
+            wait_ready(self.proc, client.ping, "redis-server", self.home / "redis.log", timeout,
+                       (redis.ConnectionError,), every=0.05)
+        except BaseException:
+            stop_process(self.proc)
+            raise
+        return client
 
     def stop(self) -> None:
         self.client.close()
-        self.proc.terminate()
-        self.proc.wait(10)
+        stop_process(self.proc)
         shutil.rmtree(self.home, ignore_errors=True)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import yaml
 
-from tests.helpers_process import stop_process
-from tests.helpers_serving import free_port
+from tests.helpers_process import free_port, http_ok, stop_process, wait_ready
 
 
 class Prometheus:
@@ -35,8 +33,7 @@ class Prometheus:
              f"--web.listen-address=127.0.0.1:{self.port}"],
             cwd=self.where, stdout=self.log, stderr=subprocess.STDOUT)
         try:
-            self.wait(lambda: httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200,
-                      "ready")
+            self.wait(http_ok(f"{self.url}/-/ready"), "ready")
         except BaseException:
             self.__exit__()
             raise
@@ -50,17 +47,11 @@ class Prometheus:
         return (self.where / "prometheus.log").read_text()[-3000:]
 
     def wait(self, condition, what: str, timeout: float = 90):
-        """Poll `condition` (exceptions count as not yet) until it returns something truthy."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"prometheus exited:\n{self.output()}"
-            try:
-                if result := condition():
-                    return result
-            except (httpx.HTTPError, KeyError, IndexError, ValueError):
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"prometheus: not {what} within {timeout} s:\n{self.output()}")
+        """Poll `condition` (errors and empty answers count as not yet) until it returns
+        something truthy."""
+        return wait_ready(self.proc, condition, f"prometheus {what}",
+                          self.where / "prometheus.log", timeout,
+                          (httpx.HTTPError, KeyError, IndexError, ValueError), every=0.5)
 
     def query(self, expr: str) -> list[dict]:
         answer = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)

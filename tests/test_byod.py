@@ -18,7 +18,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import httpx
 import pandas as pd
@@ -26,7 +25,7 @@ import pytest
 import yaml
 
 from tests.conftest import BIN, make_workspace, run
-from tests.helpers_serving import free_port
+from tests.helpers_process import free_port, http_ok, wait_ready
 
 MAKE = ["make", "-o", ".venv/.installed"]  # the copy uses this venv: never install into it
 
@@ -114,12 +113,7 @@ def test_the_readme_steps_alone_take_a_table_to_served_predictions(tmp_path, nam
                               start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(240):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+        wait_ready(server, http_ok(f"{url}/health"), "make serve", timeout=120)
         example = signature["example"]
         assert isinstance(example[signature["id"]], int if ident["type"] == "int" else str)
         answer = httpx.post(f"{url}/predict", json=example, timeout=30)

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,48 +13,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import BIN, make_workspace, run
+from tests.conftest import BIN, make_workspace, run, s3_client
 from tests.helpers_stages import run_stages, set_params, stage_dir
 
-S3_ENV = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret",
-          "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
 DATA_STAGES = ("collect", "validate", "preprocess", "split")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory) -> Iterator[dict]:
-    """moto's S3 server on a free port of 127.0.0.1 with a bucket `lake`; the env reaching it."""
-    import boto3
-
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT)
-    env = {**S3_ENV, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                urllib.request.urlopen(env["AWS_ENDPOINT_URL"], timeout=5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.2)
-        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                     aws_access_key_id="test-key", aws_secret_access_key="test-secret",
-                     ).create_bucket(Bucket="lake")
-        yield env
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+def s3(s3_server: dict) -> dict:
+    """The S3 server with a bucket `lake`; the env that reaches it."""
+    s3_client(s3_server).create_bucket(Bucket="lake")
+    return s3_server
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +121,6 @@ def test_batch_scoring_on_the_cluster_reads_and_writes_s3(dags, s3: dict, on_clu
                                                           tmp_path: Path) -> None:
     """Partitioned Parquet from S3 scored on the cluster equals the serving code's batch
     scoring of the same rows in one file: the same scores, rejects and reasons, row numbers."""
-    import boto3
-
     from lifecycle import io
     from lifecycle.scale import EngineParams
     from lifecycle.scale.batch import score
@@ -168,8 +131,7 @@ def test_batch_scoring_on_the_cluster_reads_and_writes_s3(dags, s3: dict, on_clu
     rows.loc[rows.index[[5, 700, 1300]], "tenure"] = -1      # out of range: rejected
     local = tmp_path / "customers.parquet"
     io.write_parquet(rows, local)
-    s3c = boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                       aws_access_key_id="test-key", aws_secret_access_key="test-secret")
+    s3c = s3_client(s3)
     for i, start in enumerate(range(0, len(rows), 600)):
         io.write_parquet(rows.iloc[start:start + 600], tmp_path / f"p{i}.parquet")
         s3c.upload_file(str(tmp_path / f"p{i}.parquet"), "lake", f"customers/p{i}.parquet")
@@ -237,15 +199,12 @@ def spread_table(snapshot: pd.DataFrame) -> pd.DataFrame:
 
 def test_partitioned_parquet_on_s3_gives_the_pandas_engines_outputs(
         tmp_path: Path, demo_snapshot: pd.DataFrame, on_cluster: str, s3: dict) -> None:
-    import boto3
-
     from lifecycle import io
 
     table = spread_table(demo_snapshot)
     parts = [table.iloc[i:i + 2500] for i in range(0, len(table), 2500)]   # 3 files
     local = tmp_path / "lake"
-    s3c = boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                       aws_access_key_id="test-key", aws_secret_access_key="test-secret")
+    s3c = s3_client(s3)
     for i, part in enumerate(parts):
         io.write_parquet(part, local / f"part-{i}.parquet")
         s3c.upload_file(str(local / f"part-{i}.parquet"), "lake", f"crm/part-{i}.parquet")

@@ -21,13 +21,8 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.helpers_events import PASSWORD_VAR, RedisServer
-from tests.helpers_serving import (
-    free_port,
-    records_from,
-    registry_ids,
-    registry_rows,
-    signature_of,
-)
+from tests.helpers_process import free_port, wait_ready
+from tests.helpers_serving import records_from, registry_ids, registry_rows, signature_of
 from tests.helpers_stages import run_stage_process, run_stages, stage_dir
 
 BIN = Path(sys.executable).parent
@@ -81,16 +76,6 @@ def consume(redis_server: RedisServer, bundle: Path, registry: str, consumer: st
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def wait_for(condition, what: str, proc: subprocess.Popen, log: Path, timeout: float = 180):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if proc.poll() is not None:
-            raise AssertionError(f"worker exited {proc.returncode}:\n{log.read_text()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()}")
-        time.sleep(0.02)
-
-
 def stream_data(client, stream: str) -> dict[str, dict]:
     return {i.decode(): orjson.loads(f[b"data"]) for i, f in client.xrange(stream)}
 
@@ -110,8 +95,8 @@ def test_kill_9_under_load_then_a_second_worker_finishes_every_event_recorded_on
 
     first = consume(redis_server, bundle, registry, "first", tmp_path / "first.log",
                     "--batch", "500", "--claim-idle-ms", "2000")
-    wait_for(lambda: client.xlen("lifecycle:answers") >= 3000, "the first answers", first,
-             tmp_path / "first.log")
+    wait_ready(first, lambda: client.xlen("lifecycle:answers") >= 3000, "the first answers",
+               tmp_path / "first.log", timeout=180, every=0.02)
     while True:  # freeze it; kill it while it holds events (read, not yet acknowledged)
         first.send_signal(signal.SIGSTOP)
         left = client.xpending_range("lifecycle:requests", "lifecycle", "-", "+", 100_000,
@@ -133,7 +118,8 @@ def test_kill_9_under_load_then_a_second_worker_finishes_every_event_recorded_on
         return groups["lifecycle"]["pending"] == 0 and groups["lifecycle"]["lag"] == 0
 
     try:
-        wait_for(finished, "every event acknowledged", second, tmp_path / "second.log")
+        wait_ready(second, finished, "every event acknowledged", tmp_path / "second.log",
+                   timeout=180, every=0.02)
         time.sleep(1.5)  # one more progress line: the lag gauges are set with it
         metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
     finally:

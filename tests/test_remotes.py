@@ -10,11 +10,8 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import BIN, ROOT, run
+from tests.conftest import ROOT, run, s3_client
+from tests.helpers_process import free_port, listening, stop_process, wait_ready
 
 SSHD = Path("/usr/sbin/sshd")
 TABLE = "id,value\n1,10\n2,20\n"
@@ -99,25 +97,6 @@ def assert_tampered_object_refused(repo: Path, env: dict | None = None) -> None:
     assert not (repo / "data" / "table.csv").exists()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen, log: Path, seconds: float = 30) -> None:
-    """Block until something accepts connections on 127.0.0.1:port (bounded)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    pytest.fail(f"server not listening on 127.0.0.1:{port} after {seconds} s:\n{log.read_text()}")
-
-
 # --- 1. the default remote: nothing to configure ----------------------------------------------
 def test_fresh_clone_pushes_and_pulls_with_zero_configuration(small_project, tmp_path: Path
                                                                ) -> None:
@@ -187,13 +166,12 @@ Subsystem sftp internal-sftp
     log = home / "sshd.log"
     proc = subprocess.Popen([str(SSHD), "-D", "-f", str(home / "sshd_config"), "-E", str(log)])
     try:
-        wait_for_port(port, proc, log)
+        wait_ready(proc, lambda: listening(port), "sshd", log, timeout=30)
         host_key = (home / "host_key.pub").read_text().split()[:2]
         yield SshServer(port, getpass.getuser(), home / "client_key",
                         f"[127.0.0.1]:{port} {' '.join(host_key)}\n", home / "store")
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop_process(proc)
 
 
 def ssh_home(tmp_path: Path, known_hosts: str | None) -> dict:
@@ -250,41 +228,20 @@ def test_ssh_remote_refuses_unknown_or_changed_host_key(small_project, sshd: Ssh
 
 # --- 3. S3: moto's S3 server as a separate process, credentials from the environment ---------
 @pytest.fixture(scope="module")
-def s3_env(tmp_path_factory) -> Iterator[dict]:
-    """A real S3 HTTP endpoint on 127.0.0.1 with a bucket `dvc-test`; the env that reaches it."""
-    import boto3
-
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT)
-    env = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-           "AWS_EC2_METADATA_DISABLED": "true"}  # never ask a cloud metadata service
-    try:
-        wait_for_port(port, proc, log)
-        urllib.request.urlopen(env["AWS_ENDPOINT_URL"], timeout=10).close()
-        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                     aws_access_key_id="test-key", aws_secret_access_key="test-secret",
-                     ).create_bucket(Bucket="dvc-test")
-        yield env
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+def s3_env(s3_server: dict) -> dict:
+    """The S3 server with a bucket `dvc-test`; the env that reaches it."""
+    s3_client(s3_server).create_bucket(Bucket="dvc-test")
+    return s3_server
 
 
 def test_s3_remote_round_trip_and_tamper_check(small_project, s3_env: dict, tmp_path: Path
                                                ) -> None:
-    import boto3
-
     repo = small_project(tmp_path / "project")
     run(["dvc", "remote", "modify", "storage", "url", "s3://dvc-test/project"], repo)
     env = {**s3_env, "HOME": str(tmp_path)}  # no ~/.aws of the machine's user
     round_trip(repo, env)
 
-    s3 = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                      aws_access_key_id="test-key", aws_secret_access_key="test-secret")
+    s3 = s3_client(s3_env)
     key = f"project/{table_object(repo)}"
     assert s3.get_object(Bucket="dvc-test", Key=key)["Body"].read().decode() == TABLE
     s3.put_object(Bucket="dvc-test", Key=key, Body=TAMPERED.encode())

@@ -14,7 +14,8 @@ import pytest
 from lifecycle.serving.core import PredictionService, load_variants
 from lifecycle.serving.deploy import single
 from lifecycle.serving.registry import Registry, RegistryError
-from tests.helpers_serving import free_port, records_from, registry_ids, signature_of
+from tests.helpers_process import free_port
+from tests.helpers_serving import records_from, registry_ids, signature_of
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import sqlite3
 import subprocess
 import tempfile
@@ -25,6 +24,7 @@ from lifecycle import sources
 from lifecycle.errors import StageError
 from lifecycle.io import sha256_file
 from lifecycle.params import SqlSource
+from tests.helpers_process import free_port
 from tests.helpers_stages import (
     assert_one_error_line,
     run_stage,
@@ -129,12 +129,6 @@ def test_sqlite_query_error_is_one_clear_error(tmp_path):
 
 
 # --- SQL: PostgreSQL -----------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _postgres_bindir() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     on_path = shutil.which("initdb")
@@ -152,7 +146,7 @@ def postgres():
     as_root = os.geteuid() == 0
     as_user = ["runuser", "-u", "postgres", "--"] if as_root else []   # initdb refuses root
     home = Path(tempfile.mkdtemp(prefix="lifecycle-pg-"))
-    password, port = secrets.token_hex(16), _free_port()
+    password, port = secrets.token_hex(16), free_port()
     (home / "pw").write_text(password)
     if as_root:
         for path in (home, home / "pw"):
