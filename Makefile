@@ -119,9 +119,9 @@ RATE           ?= 100
 FEEDBACK_DELAY ?= 0
 ROWS           ?= 1000
 URL            ?= http://127.0.0.1:$(PORT)
-monitor: install                      ## export the registry, judge its windows (monitoring/dvc.yaml); exit 1 on an alert
+monitor: install                      ## export the registry, judge its windows (monitoring/, a DVC project of its own); exit 1 on an alert
 	python -m lifecycle.serving export --registry '$(REGISTRY)' --output data/registry/predictions.parquet
-	dvc repro --single-item monitoring/dvc.yaml:monitor
+	dvc --cd monitoring repro
 	python -m lifecycle.monitoring gate monitoring/out/results.json
 
 simulate: install                     ## replay held-out rows through the API: make simulate SHIFT=price RATE=100 FEEDBACK_DELAY=5

@@ -1,6 +1,7 @@
 """Hold dvc.yaml against the code, so `dvc repro` reruns exactly what a change touches.
 
-For every stage (as DVC itself reads dvc.yaml):
+For every stage (as DVC itself reads dvc.yaml; the DVC projects inside this one, such as
+monitoring/, too):
 - deps: its script and every local module the script imports, directly or through other local
   modules (imports inside functions count; those under `if TYPE_CHECKING:` do not; a package's
   `__init__.py` counts once it holds code). A local .py listed but never imported is reported
@@ -53,15 +54,18 @@ class ModuleScan:
     reads: list[ParamsRead] = field(default_factory=list)
 
 
-def load_stages(root: Path) -> list[Stage]:
-    """The pipeline stages of the DVC project at `root`, read by DVC (vars, foreach, matrix)."""
+def load_stages(project: Path, root: Path | None = None) -> list[Stage]:
+    """The pipeline stages of the DVC project at `project`, read by DVC (vars, foreach, matrix),
+    paths relative to `root` (default: the project itself)."""
     from dvc.repo import Repo
+
+    root = root or project
 
     def rel(stage, path: str) -> str:
         return Path(os.path.relpath(Path(stage.wdir) / path, root)).as_posix()
 
     stages = []
-    with Repo(str(root)) as repo:
+    with Repo(str(project)) as repo:
         for st in repo.index.stages:
             if not st.cmd:
                 continue  # a .dvc file (dvc add), not a stage
@@ -78,6 +82,15 @@ def load_stages(root: Path) -> list[Stage]:
                                 {f: frozenset(k) for f, k in params.items()},
                                 tuple(rel(st, o.def_path) for o in st.outs)))
     return stages
+
+
+def nested_projects(root: Path) -> list[Path]:
+    """The DVC projects inside `root`'s work tree (`dvc init --subdir`: monitoring/), which
+    DVC in `root` does not see."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard",
+                             "--", "*.dvc/config"], cwd=root, capture_output=True, text=True)
+    found = {root / Path(path).parent.parent for path in listed.stdout.split("\0") if path}
+    return sorted(found - {root})
 
 
 # --- what the code imports and reads ----------------------------------------------------------
@@ -278,9 +291,11 @@ def undeclared_outputs(stages: Iterable[Stage], root: Path) -> list[str]:
 
 
 def check(root: Path, outputs: bool = False) -> list[str]:
-    """Every problem of the project at `root` (deps and params; outputs too if asked)."""
+    """Every problem of the project at `root` and the projects inside it (deps and params);
+    outputs too if asked: those of `root`'s own stages, which its `dvc repro` writes."""
     stages = load_stages(root)
-    problems = [p for st in stages for p in check_stage(st, root)]
+    nested = [st for project in nested_projects(root) for st in load_stages(project, root)]
+    problems = [p for st in stages + nested for p in check_stage(st, root)]
     return problems + (check_outputs(stages, root) if outputs else [])
 
 

@@ -1,5 +1,6 @@
 """monitor: judge windows of the inference registry against the bundle that served them
-(lifecycle/monitoring), in the monitoring pipeline (monitoring/dvc.yaml), not the training DAG.
+(lifecycle/monitoring), in the monitoring pipeline (monitoring/dvc.yaml, a DVC project of its
+own), not the training DAG.
 
 Reads a registry export (`make registry-export`) and the bundle (its monitoring reference is
 hash-checked with every other file). Writes the per-window results with the alerts, the summary

@@ -16,10 +16,12 @@ from tests.helpers_process import free_port, http_ok, stop_process, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-# What a clone holds (no data, no venv, no DVC cache): the project as a new user gets it.
+# What a clone holds (no data, no venv, no DVC cache): the project as a new user gets it, with
+# the monitoring pipeline's DVC project.
 SOURCE_ITEMS = ["lifecycle", "stages", "dvc.yaml", "params.yaml", "contract.yaml", ".dvc/config",
                 ".dvc/plots", ".dvcignore", ".gitignore", "pyproject.toml", "Makefile",
-                "sweep.yaml"]
+                "sweep.yaml", "monitoring/dvc.yaml", "monitoring/.dvc/config",
+                "monitoring/.dvc/.gitignore", "monitoring/.dvcignore"]
 
 
 def run(cmd: list[str] | str, cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:

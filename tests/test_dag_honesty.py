@@ -88,6 +88,29 @@ def test_indirect_and_function_level_imports_count(workspace: Path) -> None:
         "lifecycle/tie_breaker.py:6)"]
 
 
+def test_the_monitoring_projects_stage_is_checked_too(workspace: Path) -> None:
+    """monitoring/ is a DVC project of its own (the root's DVC does not see it); its paths are
+    held against the code from the project root all the same."""
+    spec = yaml.safe_load((workspace / "monitoring" / "dvc.yaml").read_text())
+    monitor = spec["stages"]["monitor"]
+    monitor["deps"] = [d for d in monitor["deps"] if d != "../lifecycle/cli.py"]
+    monitor["params"] = [{"../params.yaml": ["monitor", "train"]}]
+    (workspace / "monitoring" / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert dag_check.check(workspace) == [
+        "dvc.yaml: stage 'monitor': deps lack lifecycle/cli.py (imported by stages/monitor.py)",
+        "dvc.yaml: stage 'monitor': params list 'train' from params.yaml, which the stage never "
+        "reads"]
+
+
+def test_a_fresh_clone_after_make_run_has_a_clean_dvc_status(reproduced: Path) -> None:
+    """The monitoring pipeline runs on a registry export a fresh clone does not have: the
+    root's `dvc status` must not show it as changed; `dvc --cd monitoring` still sees it."""
+    status = run(["dvc", "status"], reproduced)
+    assert status.stdout.strip() == "Data and pipelines are up to date.", status.stdout
+    monitoring = run(["dvc", "--cd", "monitoring", "status"], reproduced)
+    assert "monitor:" in monitoring.stdout and "deleted:            out" in monitoring.stdout
+
+
 def test_every_declared_output_is_written_and_nothing_else(reproduced: Path) -> None:
     stages = dag_check.load_stages(reproduced)
     assert {st.name for st in stages} >= {"collect", "validate", "preprocess", "split"}

@@ -36,15 +36,9 @@ import pytest
 import yaml
 
 from lifecycle.feedback import rollout
-from tests.conftest import ROOT, run
-from tests.helpers_serving import (
-    ADMIN_TOKEN,
-    BIN,
-    Server,
-    free_port,
-    records_from,
-    signature_of,
-)
+from tests.conftest import run
+from tests.helpers_process import free_port
+from tests.helpers_serving import ADMIN_TOKEN, BIN, Server, records_from, signature_of
 
 GIT_USER = ["-c", "user.name=t", "-c", "user.email=t@t"]
 
@@ -55,8 +49,6 @@ def loop_repo(reproduced: Path, tmp_path_factory) -> Path:
     monitoring pipeline and small windows."""
     ws = tmp_path_factory.mktemp("loop") / "project"
     shutil.copytree(reproduced, ws, symlinks=True)
-    shutil.copytree(ROOT / "monitoring", ws / "monitoring",
-                    ignore=shutil.ignore_patterns("out", "dvc.lock"))
     config = yaml.safe_load((ws / "params.yaml").read_text())
     config["monitor"]["window"]["size"] = 300
     config["collect"]["production"]["judge_rows"] = 300

@@ -1,5 +1,5 @@
-"""End to end: the real API records simulated traffic, `dvc repro` of monitoring/dvc.yaml
-judges the export, the gate fails on the alert.
+"""End to end: the real API records simulated traffic, the monitoring pipeline (its own DVC
+project, monitoring/) judges the export, the gate fails on the alert.
 
 The bundle comes from the session's reproduced project; the monitoring pipeline runs in a
 fresh project copy (the shared one is left as it is) with small windows and a cheap null."""
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, make_workspace, run
+from tests.conftest import make_workspace, run
 from tests.helpers_serving import BIN, Server
 
 
@@ -25,8 +25,6 @@ def monitored(reproduced: Path, tmp_path_factory) -> Path:
     unshifted requests, then 300 with a concept shift, all with feedback."""
     tmp_path = tmp_path_factory.mktemp("monitored")
     ws = make_workspace(tmp_path / "project")
-    shutil.copytree(ROOT / "monitoring", ws / "monitoring",
-                    ignore=shutil.ignore_patterns("out", "dvc.lock"))
     shutil.copytree(reproduced / "models" / "bundle", ws / "models" / "bundle")
     config = yaml.safe_load((ws / "params.yaml").read_text())
     config["monitor"]["window"]["size"] = 300
@@ -49,13 +47,13 @@ def monitored(reproduced: Path, tmp_path_factory) -> Path:
 
     run([sys.executable, "-m", "lifecycle.serving", "export", "--registry", registry,
          "--output", "data/registry/predictions.parquet"], ws)
-    run(["dvc", "repro", "--single-item", "monitoring/dvc.yaml:monitor"], ws)
+    run(["dvc", "--cd", "monitoring", "repro"], ws)   # what `make monitor` runs
     return ws
 
 
 def test_simulated_concept_shift_is_caught_by_the_monitoring_pipeline(monitored: Path):
     ws = monitored
-    metrics = json.loads((ws / "metrics" / "monitoring.json").read_text())
+    metrics = json.loads((ws / "monitoring" / "metrics.json").read_text())
     assert metrics["windows_judged"] == 2 and metrics["rows"]["judged"] == 600
     results = json.loads((ws / "monitoring" / "out" / "results.json").read_text())
     first, second = results["windows"]
@@ -72,14 +70,14 @@ def test_simulated_concept_shift_is_caught_by_the_monitoring_pipeline(monitored:
     assert verdict(second, "performance_estimate", "accuracy") == "ok"
     assert any(a["check"] == "concept_drift" and a["window"] == 1 for a in results["alerts"])
     assert (ws / "monitoring" / "out" / "dashboard.html").stat().st_size > 1000
-    plot = json.loads((ws / "metrics" / "plots" / "monitoring" / "timeline.json").read_text())
+    plot = json.loads((ws / "monitoring" / "plots" / "timeline.json").read_text())
     assert [row["window"] for row in plot] == [0, 1]
 
     gate = run([sys.executable, "-m", "lifecycle.monitoring", "gate",
                 "monitoring/out/results.json"], ws, check=False)
     assert gate.returncode == 1 and "concept_drift" in gate.stderr
     # the same export and bundle again: DVC has nothing to do
-    again = run(["dvc", "repro", "--single-item", "monitoring/dvc.yaml:monitor"], ws)
+    again = run(["dvc", "--cd", "monitoring", "repro"], ws)
     assert "didn't change, skipping" in again.stdout or "up to date" in again.stdout
 
 
@@ -89,9 +87,9 @@ def test_two_runs_on_one_export_write_identical_bytes(monitored: Path):
     ws = monitored
     first_run = outputs(ws)
     assert set(first_run) >= {"monitoring/out/results.json", "monitoring/out/dashboard.html",
-                              "monitoring/out/monitoring.prom", "metrics/monitoring.json",
-                              "metrics/plots/monitoring/timeline.json"}
-    run(["dvc", "repro", "--force", "--single-item", "monitoring/dvc.yaml:monitor"], ws)
+                              "monitoring/out/monitoring.prom", "monitoring/metrics.json",
+                              "monitoring/plots/timeline.json"}
+    run(["dvc", "--cd", "monitoring", "repro", "--force"], ws)
     second_run = outputs(ws)
     assert sorted(second_run) == sorted(first_run)
     changed = [name for name in first_run if first_run[name] != second_run[name]]
@@ -105,7 +103,7 @@ def outputs(ws: Path) -> dict[str, bytes]:
                 for key in ("outs", "metrics", "plots") for o in stage.get(key, [])]
     files = {}
     for name in declared:
-        path = ws / name
+        path = ws / "monitoring" / name
         for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
             if f.is_file():
                 files[str(f.relative_to(ws))] = f.read_bytes()

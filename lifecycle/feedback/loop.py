@@ -41,8 +41,8 @@ def monitor(registry_url: str, export_path: str | Path, repo: str | Path = ".") 
     """What `make monitor` runs (export, the monitoring pipeline, its gate): True on an alert
     at `monitor.alerts.fail_on` or worse."""
     export(registry_url, Path(repo) / export_path)
-    step = subprocess.run(["dvc", "repro", "--single-item", "monitoring/dvc.yaml:monitor"],
-                          cwd=repo, capture_output=True, text=True)
+    step = subprocess.run(["dvc", "--cd", "monitoring", "repro"], cwd=repo, capture_output=True,
+                          text=True)
     if step.returncode:
         raise StageError("monitoring failed: " + (step.stderr or step.stdout).strip()[-500:])
     gate = subprocess.run([sys.executable, "-m", "lifecycle.monitoring", "gate",

@@ -1,7 +1,7 @@
 """A monitoring run: every window judged by every check, then the summary DVC tracks.
 
 `judge` gives the windows of `results.json` ({index, start, end, n, model_version, checks});
-`summary` the scalars of `metrics/monitoring.json`; `timeline` the plot rows (one per window,
+`summary` the scalars of `monitoring/metrics.json`; `timeline` the plot rows (one per window,
 one column per check and target) that `dvc plots` draws.
 """
 
@@ -44,7 +44,7 @@ def check_verdict(results: list[dict], check: str) -> str | None:
 
 
 def summary(version: str, judged: list[dict], alerts: list[dict], rows: dict) -> dict:
-    """metrics/monitoring.json: what `dvc metrics show/diff` compares between runs."""
+    """monitoring/metrics.json: what `dvc metrics show/diff` compares between runs."""
     latest = {}
     if judged:
         for r in judged[-1]["checks"]:
