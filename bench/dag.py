@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
@@ -39,10 +38,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 FLOORS = ROOT / "bench" / "floors"
-SOURCE = ["lifecycle", "stages", "dvc.yaml", "params.yaml", "contract.yaml", ".dvc/config",
-          ".dvcignore", ".gitignore", "pyproject.toml"]
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
 FLOOR_MODEL = {"logistic_regression": "lr", "random_forest": "rf"}  # what floor.py fits
+sys.path.insert(0, str(ROOT))
+from tests.conftest import make_workspace  # noqa: E402 - the tests' project copy
+from tests.helpers_stages import set_params  # noqa: E402
 
 
 @dataclass
@@ -68,24 +68,10 @@ def run(argv: list[str] | str, cwd: Path) -> Run:
 
 
 def workspace(dest: Path, params: dict[str, object]) -> Path:
-    """A copy of the project in a fresh git repo, with some params overridden."""
-    for item in SOURCE:
-        src, target = ROOT / item, dest / item
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy2(src, target)
-    everything = yaml.safe_load((dest / "params.yaml").read_text())
-    for dotted, value in params.items():
-        *path, key = dotted.split(".")
-        node = everything
-        for part in path:
-            node = node[part]
-        node[key] = value
-    (dest / "params.yaml").write_text(yaml.safe_dump(everything, sort_keys=False))
-    run("git init -q && git add -A && "
-        "git -c user.name=b -c user.email=b@b commit -qm bench", dest)
+    """A copy of the project in a fresh git repo (what a clone holds), some params overridden."""
+    make_workspace(dest)
+    set_params(dest, params)
+    run("git -c user.name=b -c user.email=b@b commit -qam 'bench params'", dest)
     return dest
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,8 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SOURCE = ["lifecycle", "stages", "dvc.yaml", "params.yaml", "contract.yaml", ".dvc/config",
-          ".dvc/plots", ".dvcignore", ".gitignore", "pyproject.toml", "Makefile", "sweep.yaml"]
+sys.path.insert(0, str(ROOT))
+from tests.conftest import make_workspace  # noqa: E402 - the tests' project copy
+
 C_BASE = [0.01, 0.03, 0.1, 0.3, 1.5, 3.0, 10.0, 30.0]
 
 
@@ -50,16 +50,8 @@ def cache_bytes(ws: Path) -> int:
 
 def project(dest: Path) -> Path:
     """The project's source in a fresh git repo, the DAG reproduced and committed."""
-    for item in SOURCE:
-        src, target = ROOT / item, dest / item
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy2(src, target)
-    (dest / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
-    sh("git init -q && git config user.name b && git config user.email b@b && git add -A && "
-       "git commit -qm source", dest)
+    make_workspace(dest)
+    sh("git config user.name b && git config user.email b@b", dest)
     seconds, _ = sh("dvc repro -q", dest)
     sh("git add -A && git commit -qm reproduced", dest)
     print(f"setup: full dvc repro {seconds:.1f} s", flush=True)
