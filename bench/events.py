@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,12 +38,13 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
        "PYTHONPATH": str(ROOT), "DVC_NO_ANALYTICS": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(ROOT))
+from tests.helpers_process import (  # noqa: E402 - the tests' own
+    free_port,
+    http_ok,
+    stop_process,
+    wait_ready,
+)
 
 
 def start_redis(work: Path) -> tuple[subprocess.Popen, str]:
@@ -59,13 +59,9 @@ def start_redis(work: Path) -> tuple[subprocess.Popen, str]:
     url = f"redis://127.0.0.1:{port}/0"
     import redis
 
-    for _ in range(200):
-        try:
-            redis.Redis.from_url(url).ping()
-            return proc, url
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    raise SystemExit("redis-server did not start")
+    wait_ready(proc, redis.Redis.from_url(url).ping, "redis-server", timeout=10,
+               not_yet=(redis.ConnectionError,), every=0.05)
+    return proc, url
 
 
 def start_workers(n: int, url: str, bundle: Path, registry: Path, prefix: str, batch: int,
@@ -85,21 +81,9 @@ def start_worker(url: str, bundle: Path, registry: Path, prefix: str, batch: int
          "--requests", f"{prefix}:requests", "--answers", f"{prefix}:answers",
          "--dead-letter", f"{prefix}:dead-letter", "--feedback", f"{prefix}:feedback",
          "--log-every", "5"], env=ENV, stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while "consume: redis" not in log.read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"worker did not start:\n{log.read_text()}")
-        time.sleep(0.1)
+    wait_ready(proc, lambda: "consume: redis" in log.read_text(), "events worker", log,
+               timeout=120)
     return proc
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def wait_answers(client, stream: str, n: int, timeout: float = 600) -> None:
@@ -179,26 +163,16 @@ def http_api(bundle: Path, work: Path, bodies_file: Path, requests: int) -> dict
                                "--bundle", str(bundle), "--port", str(port), "--registry",
                                f"sqlite:///{work / 'http-registry.sqlite'}"], env=ENV,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import httpx
-
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the HTTP API did not start")
-            time.sleep(0.2)
+        wait_ready(server, http_ok(f"http://127.0.0.1:{port}/health"), "the HTTP API",
+                   timeout=120)
         out = subprocess.run([str(BIN / "python"), "-m", "lifecycle.serving.loadgen", "--url",
                               f"http://127.0.0.1:{port}/predict", "--bodies", str(bodies_file),
                               "--requests", str(requests), "--concurrency", "32", "--warmup",
                               "200"], env=ENV, capture_output=True, text=True, check=True)
         return json.loads(out.stdout)
     finally:
-        stop(server)
+        stop_process(server, 30)
 
 
 def main() -> None:
@@ -239,7 +213,7 @@ def main() -> None:
                                 args.batch, work / "max.log")
         wait_answers(client, "max:answers", args.backlog)
         for worker in workers:
-            stop(worker)
+            stop_process(worker, 30)
         results["backlog"] = summary(answers(client, "max:answers"))
         print(f"backlog: {results['backlog']}", file=sys.stderr, flush=True)
         client.flushdb()
@@ -251,7 +225,7 @@ def main() -> None:
             late = produce(url, f"{prefix}:requests", work / "bodies.jsonl", rate, args.seconds)
             wait_answers(client, f"{prefix}:answers", int(rate * args.seconds))
             for worker in workers:
-                stop(worker)
+                stop_process(worker, 30)
             pairs = answers(client, f"{prefix}:answers")
             results[f"steady {int(rate)}/s"] = {**summary(pairs), "producer_late_s": late}
             print(f"steady {rate:.0f}/s: {results[f'steady {int(rate)}/s']}", file=sys.stderr,
@@ -259,7 +233,7 @@ def main() -> None:
             client.flushdb()
     finally:
         client.close()
-        stop(server)
+        stop_process(server, 30)
     http = http_api(bundle, work, work / "bodies.jsonl", args.requests)
     results["http c=32"] = {k: v for k, v in http.items() if k != "answered"}
     results["load_average"] = {"before": load_before, "after": os.getloadavg()}

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,26 +48,8 @@ WARMUP = 50  # requests per load before timing starts
 BARE = "ours HTTP --no-metrics"
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
        "PYTHONPATH": str(ROOT), "DVC_NO_ANALYTICS": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited {proc.returncode} before it was ready ({url})")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"server not ready within {timeout} s: {url}")
+sys.path.insert(0, str(ROOT))
+from tests.helpers_process import free_port, http_ok, wait_ready  # noqa: E402 - the tests' own
 
 
 def load(url: str, bodies: Path, requests: int, concurrency: int) -> dict:
@@ -105,7 +86,7 @@ def start_echo() -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen([str(BIN / "python"), "-c", ECHO_APP, str(port)], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_ready(f"http://127.0.0.1:{port}/docs", proc)
+    wait_ready(proc, http_ok(f"http://127.0.0.1:{port}/docs"), "FastAPI echo", timeout=120)
     return proc, f"http://127.0.0.1:{port}/predict"
 
 
@@ -146,7 +127,7 @@ def start_mlflow(venv: Path, bundle: Path, work: Path) -> tuple[subprocess.Popen
                             env={**os.environ, "MLFLOW_TRACKING_URI": f"file://{work}/mlruns",
                                  # mlflow starts `uvicorn` from PATH: its own, not ours
                                  "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"})
-    wait_ready(f"http://127.0.0.1:{port}/ping", proc)
+    wait_ready(proc, http_ok(f"http://127.0.0.1:{port}/ping"), "mlflow serve", timeout=120)
     return proc, f"http://127.0.0.1:{port}/invocations"
 
 
@@ -234,8 +215,8 @@ def main() -> None:
     bare, bare_url = start_ours(work / "registry-bare.sqlite", "--no-metrics")
     mlflow = mlflow_url = echo = None
     try:
-        wait_ready(f"{ours_url}/health", ours)
-        wait_ready(f"{bare_url}/health", bare)
+        wait_ready(ours, http_ok(f"{ours_url}/health"), "our server", timeout=120)
+        wait_ready(bare, http_ok(f"{bare_url}/health"), BARE, timeout=120)
         echo, echo_url = start_echo()
         if not args.no_mlflow:
             mlflow, mlflow_url = start_mlflow(mlflow_venv(Path(args.mlflow_venv)),
