@@ -74,6 +74,20 @@ def reproduced(reproduced_data: Path) -> Path:
     return reproduced_data
 
 
+@pytest.fixture(scope="module")
+def bundle(reproduced: Path) -> Path:
+    """The bundle the shared reproduced project built (do not modify)."""
+    return reproduced / "models" / "bundle"
+
+
+@pytest.fixture(scope="module")
+def rows(reproduced: Path, bundle: Path) -> list[dict]:
+    """The validation split as request bodies of the bundle's signature."""
+    from tests.helpers_serving import records_from, signature_of
+
+    return records_from(reproduced / "data/processed/validation.parquet", signature_of(bundle))
+
+
 @pytest.fixture(scope="session")
 def demo_sqlite(tmp_path_factory) -> Path:
     """The demo CRM database, first 500 customers, written by the real seed_demo_source stage."""

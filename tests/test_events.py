@@ -22,7 +22,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.helpers_events import PASSWORD_VAR, RedisServer
 from tests.helpers_process import free_port, wait_ready
-from tests.helpers_serving import records_from, registry_ids, registry_rows, signature_of
+from tests.helpers_serving import registry_ids, registry_rows, signature_of
 from tests.helpers_stages import run_stage_process, run_stages, stage_dir
 
 BIN = Path(sys.executable).parent
@@ -33,16 +33,6 @@ def redis_server():
     server = RedisServer()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def bundle(reproduced: Path) -> Path:
-    return reproduced / "models" / "bundle"
-
-
-@pytest.fixture(scope="module")
-def rows(reproduced: Path, bundle: Path) -> list[dict]:
-    return records_from(reproduced / "data/processed/validation.parquet", signature_of(bundle))
 
 
 def bad_events(rows: list[dict], signature: dict) -> dict[str, dict]:

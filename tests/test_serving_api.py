@@ -23,7 +23,6 @@ from tests.conftest import run
 from tests.helpers_serving import (
     ADMIN_TOKEN,
     Server,
-    records_from,
     registry_ids,
     registry_rows,
     signature_of,
@@ -32,16 +31,6 @@ from tests.helpers_serving import (
 JSON = {"Content-Type": "application/json"}
 REQUEST_TIMEOUT = 2  # seconds the test server gives a client to send a whole request
 RAW = "raw:"  # a hostile value written into the JSON text as it is (NaN, 1e400)
-
-
-@pytest.fixture(scope="module")
-def bundle(reproduced: Path) -> Path:
-    return reproduced / "models" / "bundle"
-
-
-@pytest.fixture(scope="module")
-def rows(reproduced: Path, bundle: Path) -> list[dict]:
-    return records_from(reproduced / "data/processed/validation.parquet", signature_of(bundle))
 
 
 @pytest.fixture(scope="module")

@@ -15,17 +15,7 @@ from lifecycle.serving.core import PredictionService, load_variants
 from lifecycle.serving.deploy import single
 from lifecycle.serving.registry import Registry, RegistryError
 from tests.helpers_process import free_port
-from tests.helpers_serving import records_from, registry_ids, signature_of
-
-
-@pytest.fixture(scope="module")
-def bundle(reproduced: Path) -> Path:
-    return reproduced / "models" / "bundle"
-
-
-@pytest.fixture(scope="module")
-def rows(reproduced: Path, bundle: Path) -> list[dict]:
-    return records_from(reproduced / "data/processed/validation.parquet", signature_of(bundle))
+from tests.helpers_serving import registry_ids
 
 
 @pytest.fixture

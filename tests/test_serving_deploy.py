@@ -23,11 +23,6 @@ CUSTOMERS = 4000
 
 
 @pytest.fixture(scope="module")
-def bundle(reproduced: Path) -> Path:
-    return reproduced / "models" / "bundle"
-
-
-@pytest.fixture(scope="module")
 def customers(reproduced: Path, bundle: Path) -> list[dict]:
     """CUSTOMERS records with distinct customer ids (real feature values, cycled)."""
     rows = records_from(reproduced / "data/processed/validation.parquet", signature_of(bundle))

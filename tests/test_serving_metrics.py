@@ -16,11 +16,6 @@ from tests.helpers_serving import Server, records_from, registry_ids, signature_
 
 
 @pytest.fixture(scope="module")
-def bundle(reproduced: Path) -> Path:
-    return reproduced / "models" / "bundle"
-
-
-@pytest.fixture(scope="module")
 def rows(reproduced: Path, bundle: Path) -> list[dict]:
     return records_from(reproduced / "data/processed/validation.parquet", signature_of(bundle),
                         n=20)
