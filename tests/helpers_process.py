@@ -1,12 +1,14 @@
-"""A server process a test (or a benchmark) started: a free port for it, waiting until it is
-ready, stopping it, the same way everywhere."""
+"""A server a test (or a benchmark) started: a free port for it, waiting until it is ready,
+stopping it, the same way everywhere; or an http.server answering from a thread."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import TypeVar
 
@@ -67,3 +69,18 @@ def stop_process(proc: subprocess.Popen, grace: float = 15) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+class InThread:
+    """`with` an http.server (`self.server`, set by the subclass) answering from a daemon
+    thread; shut down and closed on the way out."""
+
+    server: ThreadingHTTPServer
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()

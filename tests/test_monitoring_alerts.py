@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -15,6 +14,7 @@ from lifecycle.monitoring.alerts import at_least, deliver, evaluate_rules, expos
 from lifecycle.params import AlertRule, AlertsParams, Section, Webhook, load
 from tests.conftest import ROOT
 from tests.helpers_monitoring import check, window
+from tests.helpers_process import InThread
 
 
 def rule(**kw) -> AlertRule:
@@ -93,7 +93,7 @@ class _MonitorAlertsOnly(Section):  # the monitor section's alerts part
 
 
 # --- delivery to real receivers ------------------------------------------------------------
-class Receiver:
+class Receiver(InThread):
     """An HTTP server on 127.0.0.1 recording every POST body per path. /ok answers 200;
     /flaky answers 503 to its first two requests, then 200; /slow answers after `slow` s;
     /gone answers 404 (not worth a retry)."""
@@ -131,14 +131,6 @@ class Receiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> Receiver:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def hook(url: str, **kw) -> Webhook:

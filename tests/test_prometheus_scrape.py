@@ -9,6 +9,7 @@ from lifecycle.monitoring.alerts import evaluate_rules, exposition
 from lifecycle.params import AlertRule
 from tests.conftest import ROOT
 from tests.helpers_monitoring import check, window
+from tests.helpers_process import InThread
 
 DEPLOY = ROOT / "deploy" / "prometheus"
 
@@ -113,7 +114,7 @@ def monitoring_run() -> dict:
     return {"windows": windows, "alerts": evaluate_rules(windows, rules)}
 
 
-class FileServer:
+class FileServer(InThread):
     """A directory over HTTP on 127.0.0.1 (what node_exporter's textfile collector does for
     *.prom files, reduced to serving one)."""
 
@@ -128,13 +129,3 @@ class FileServer:
         self.server = ThreadingHTTPServer(
             ("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
         self.address = f"127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> FileServer:
-        import threading
-
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
