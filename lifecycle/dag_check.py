@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PARAMS_LOADER = "lifecycle.params.load"
+RUNNER = "lifecycle.warm"  # `python -m lifecycle.warm stages.x`: runs stages.x (its own module)
 DEFAULT_PARAMS_FILE = "params.yaml"
 
 
@@ -197,12 +198,14 @@ def _params_read(call: ast.Call, where: str) -> ParamsRead:
 
 
 def scripts_of(commands: Iterable[str], root: Path) -> list[str]:
-    """The project's Python files a stage command runs (`python -m pkg.mod`, `python x.py`)."""
+    """The project's Python files a stage command runs (`python -m pkg.mod`, `python x.py`, and
+    the module the warm runner runs: `python -m lifecycle.warm pkg.mod`)."""
     found = []
     for command in commands:
         words = shlex.split(command)
         for i, word in enumerate(words):
-            if word == "-m" and i + 1 < len(words):
+            runs_module = word == "-m" or (i > 0 and words[i - 1] == "-m" and word == RUNNER)
+            if runs_module and i + 1 < len(words):
                 module = module_file(words[i + 1], root)
                 if module:
                     found += [*_packages_with_code(words[i + 1], root), module]

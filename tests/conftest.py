@@ -51,6 +51,25 @@ def make_workspace(dest: Path) -> Path:
     return dest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def warm_servers(tmp_path_factory) -> Path:
+    """The warm runner's servers (lifecycle/warm.py) of this session: in a folder of their own,
+    idle out after 10 s, and asked to stop when the session ends (none outlives the tests)."""
+    from lifecycle import warm
+
+    folder = tmp_path_factory.mktemp("warm")
+    folder.chmod(0o700)
+    saved = {k: os.environ.get(k) for k in ("LIFECYCLE_WARM_DIR", "LIFECYCLE_WARM_IDLE")}
+    os.environ.update(LIFECYCLE_WARM_DIR=str(folder), LIFECYCLE_WARM_IDLE="10")
+    yield folder
+    warm.stop_all(str(folder))
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     """A fresh project copy in a temporary git repo, ready for `dvc repro`."""

@@ -22,10 +22,11 @@ DELETE = object()   # a params override that removes the key
 
 
 def stage_args(name: str) -> list[str]:
-    """The arguments dvc.yaml passes to a stage (everything after `python -m stages.<name>`)."""
+    """The arguments dvc.yaml passes to a stage (everything after
+    `python -m lifecycle.warm stages.<name>`)."""
     cmd = shlex.split(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][name]["cmd"])
-    assert cmd[:3] == ["python", "-m", f"stages.{name}"], cmd
-    return cmd[3:]
+    assert cmd[:4] == ["python", "-m", "lifecycle.warm", f"stages.{name}"], cmd
+    return cmd[4:]
 
 
 def stage_dir(path: Path, params: dict | None = None) -> Path:
@@ -80,8 +81,9 @@ def run_stages(cwd: Path, *names: str) -> None:
 
 
 def run_stage_process(cwd: Path, name: str, env: dict | None = None):
-    """Run stage `name` as its own process, exactly as dvc.yaml's cmd does."""
-    return run([sys.executable, "-m", f"stages.{name}", *stage_args(name)], cwd, check=False,
+    """Run stage `name` as its own process, exactly as dvc.yaml's cmd does (warm runner)."""
+    return run([sys.executable, "-m", "lifecycle.warm", f"stages.{name}", *stage_args(name)],
+               cwd, check=False,
                env={"PYTHONPATH": str(ROOT), **(env or {})})
 
 
