@@ -190,14 +190,17 @@ class TrainMode(Section):
     # featurize reads only these keys of the train section; TrainParams forbids unknown ones
     model_config = Section.model_config | {"extra": "ignore"}
 
-    mode: Literal["full", "incremental"] = "full"
-    champion: str | None = None  # incremental: the champion's bundle directory (package's output)
+    mode: Literal["full", "incremental", "online"] = "full"
+    champion: str | None = None  # incremental, online: the champion's bundle directory
     incremental: IncrementalParams = IncrementalParams(epochs=5, extra_iterations=20, eta0=0.01)
+    online: str | None = None  # online: the shadow learner's checkpoint (lifecycle/feedback)
 
     @model_validator(mode="after")
     def _champion_to_continue(self):
-        if self.mode == "incremental" and not self.champion:
-            raise ValueError("train.mode is incremental but train.champion names no bundle")
+        if self.mode != "full" and not self.champion:
+            raise ValueError(f"train.mode is {self.mode} but train.champion names no bundle")
+        if self.mode == "online" and not self.online:
+            raise ValueError("train.mode is online but train.online names no checkpoint")
         return self
 
 

@@ -1,8 +1,9 @@
 """featurize: fit the feature transformations on train only; write feature tables for train and
 validation (features + `target`), the fitted transformer, the feature manifest and its
 importance plot data (DVC draws it). (The test split is left to evaluate, the one stage that
-reads it.) With `train.mode: incremental` nothing is fitted: the champion bundle's featurizer
-(`train.champion`, hash-checked) transforms both splits, so the model can continue on them."""
+reads it.) With `train.mode: incremental` (or `online`) nothing is fitted: the champion bundle's
+featurizer (`train.champion`, hash-checked) transforms both splits, so the model can continue on
+them (or the online learner, which read the same features, be checked on them)."""
 
 from pathlib import Path
 
@@ -22,8 +23,9 @@ def main() -> str:
     frames = {name: features.model_frame(f, contract, p.derived) for name, f in splits.items()}
     targets = {name: features.target_vector(f, contract, task.type) for name, f in splits.items()}
     mode = params.load("train", model=params.TrainMode)
-    if mode.mode == "incremental":   # the champion's featurizer, as it was fitted: no refit
-        champion = incremental.champion(mode.champion, task.type, p.derived)
+    if mode.mode != "full":   # the champion's featurizer, as it was fitted: no refit
+        champion = incremental.champion(mode.champion, task.type, p.derived,
+                                        continues=mode.mode == "incremental")
         featurizer = champion.pipeline.named_steps["features"]
         manifest, train = features.transform_with_fitted(
             featurizer, frames["train"], targets["train"], contract, p, task.type)

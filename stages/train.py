@@ -1,7 +1,9 @@
 """train: fit the model family named in params on the train feature table (after the optional
 search) and score it on train and validation with the task's primary metric. With
 `train.mode: incremental` the champion's model (`train.champion`) continues on the train rows
-instead (featurize made them with the champion's featurizer)."""
+instead (featurize made them with the champion's featurizer). With `train.mode: online` the
+shadow learner's checkpoint (`train.online`) becomes the model: converted to scikit-learn and
+checked to give its probabilities (lifecycle/feedback/online.py)."""
 
 from lifecycle import cli, features, io, metrics, models, params, persistence
 from lifecycle.feedback import incremental
@@ -24,6 +26,9 @@ def main() -> str:
         X, y = features.split_target(io.read_parquet(args.train))
         model, report = incremental.continue_champion(champion, p, X, y, X_val, y_val, task.type,
                                                       metric)
+    elif p.mode == "online":
+        X, y = features.split_target(io.read_parquet(args.train))
+        model, report = online_model(p, task.type, X, y, X_val, y_val, metric)
     elif scale_p.method == "xgboost_dask":
         model, report = training.fit_on_cluster(task.type, p, args.train, X_val, y_val, metric,
                                                 scale_p)
@@ -38,6 +43,13 @@ def main() -> str:
     persistence.save(model, args.model)
     io.write_json(report, args.metrics)
     metric = report["metric"]
+    if p.mode == "online":
+        o = report["online"]
+        return (f"the online learner ({o['events']} feedback events after {o['warm']['rows']} "
+                f"warm rows, over champion {o['champion']}'s features) as {report['estimator']}: "
+                f"equal probabilities on {o['parity']['rows']} rows (max difference "
+                f"{o['parity']['max_difference']:.1e}); {metric} validation "
+                f"{report['validation'][metric]:.4f}")
     if p.mode == "incremental":
         return (f"champion {report['incremental']['champion']} continued on "
                 f"{report['rows']['train']} new rows: {metric} train {report['train'][metric]:.4f} "
@@ -49,6 +61,27 @@ def main() -> str:
             f"{searched} ({report['training_rows']['method']}): {metric} "
             f"train {report['train'][metric]:.4f} validation {report['validation'][metric]:.4f} "
             f"(fit {seconds:.2f} s)")
+
+
+def online_model(p, task: str, X, y, X_val, y_val, metric: str):
+    """`train.mode: online`: the shadow learner's checkpoint (`train.online`), converted to the
+    scikit-learn model it equals, checked on these rows; nothing is fitted here."""
+    from lifecycle.errors import StageError
+    from lifecycle.feedback import online
+
+    if task != "binary" or p.model != "logistic_regression":
+        raise StageError(f"train.mode online: the online learner is a binary logistic "
+                         f"regression; task.type is {task}, train.model is {p.model}")
+    champion = incremental.champion(p.champion, task, params.load("featurize").derived,
+                                    continues=False)
+    model, facts = online.packaged_estimator(p.online, champion, X, X_val)
+    return model, {
+        "task": task, "model": p.model, "estimator": type(model).__name__, "metric": metric,
+        "mode": "online", "online": facts,
+        "train": {metric: round(models.score(model, X, y, task, metric), 6)},
+        "validation": {metric: round(models.score(model, X_val, y_val, task, metric), 6)},
+        "rows": {"train": len(X), "validation": len(X_val)}, "features": X.shape[1],
+        "fit_seconds": 0.0}
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@
   judge    only the judgement (the experiment already in the workspace)
   promote  register the judged challenger as the next version in prod; --server: the running
            blue/green server loads it into its idle slot and switches to it (no restart)
-  online   the river learner in shadow over the registry (prequential), judged by the gate
-           against the served model on the judge window -> metrics/online.json
+  online   the river learner in shadow over the registry (prequential, resumed from its
+           checkpoint), judged by the gate against the served model on the judge window
+           -> metrics/online.json; --promote: when it wins, package it as a bundle (the DAG
+           in train.mode online), judge the bundle by the whole gate, register and deploy it
   watch    judge the promoted version's first labelled window; roll back when it is worse
            than the old version on the same rows (paired interval below 0; exit 3)
   loop     for cron / CI: monitor first (--trigger alert: stop unless an alert fired), then
@@ -24,7 +26,7 @@ import sys
 from pathlib import Path
 
 from lifecycle.errors import ParamsError, StageError
-from lifecycle.feedback import loop
+from lifecycle.feedback import loop, online_bundle, shadow
 
 KEPT, ROLLED_BACK = 2, 3
 
@@ -48,7 +50,12 @@ def main(argv: list[str] | None = None) -> int:
                            help="alert: retrain only when monitoring raised an alert")
             s.add_argument("--promote", action="store_true", help="register + switch if it wins")
     sub.add_parser("judge")
-    sub.add_parser("online", help="the online learner in shadow over the registry, judged")
+    o = sub.add_parser("online", help="the online learner in shadow over the registry, judged")
+    o.add_argument("--promote", action="store_true", help="package, judge, register, switch")
+    o.add_argument("--name", help="the packaging experiment's name")
+    o.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a param of the packaging experiment (dvc exp run -S), e.g. "
+                   "evaluate.gate.worst_acceptable=0.6")
     sub.add_parser("promote")
     w = sub.add_parser("watch")
     w.add_argument("--new", required=True, help="the promoted version (v1.1.0)")
@@ -80,13 +87,29 @@ def _run(args, token: str | None) -> int:
         loop.retrain(args.train_on, until, args.name, repo)
     if args.command == "online":
         loop.export(args.registry, Path(repo) / export)
-        out = loop.online_shadow(repo, args.model)
+        out = shadow.run(repo, args.model)
         d = out["decision"]["primary"]
-        loop.log(f"online {out['learner']}: {out['events_learned']} events learned "
-                 f"(prequential ROC AUC {out['prequential_roc_auc']:.4f}); on the judge window "
+        auc, loss = out["prequential_roc_auc"], out["prequential_log_loss"]
+        loop.log(f"online {out['learner']}: {out['events_this_run']} new events learned "
+                 f"(prequential ROC AUC {'-' if auc is None else f'{auc:.4f}'}), "
+                 f"{out['events_learned']} in all ({out['checkpoint']['how']}; prequential log "
+                 f"loss {'-' if loss is None else f'{loss:.4f}'}); on the judge window "
                  f"{d['challenger']:.4f} vs served {d['champion']:.4f}: "
                  + ("PROMOTABLE" if out["promote"] else "; ".join(out["decision"]["reasons"])))
-        return 0 if out["promote"] else KEPT
+        if not args.promote:
+            return 0 if out["promote"] else KEPT
+        sets = dict(item.split("=", 1) for item in args.set if "=" in item)
+        if len(sets) != len(args.set):
+            raise StageError(f"--set: give KEY=VALUE, got {args.set}")
+        result = online_bundle.promote(repo, args.model, args.server, token, args.name, sets)
+        loop.log(loop.evidence_message(result).replace("\n", "\n  "))
+        if "promoted" not in result:
+            return KEPT
+        done = result["promoted"]
+        loop.log(f"registered {done['version']} (the online learner) in prod (was "
+                 f"{done['previous']})" + (f"; server live slot {done['server']['live']}"
+                                           if "server" in done else ""))
+        return 0
     if args.command in ("retrain", "loop", "judge"):
         result = loop.judge(repo, model=args.model)
         loop.log(loop.evidence_message(result).replace("\n", "\n  "))

@@ -68,12 +68,15 @@ def continue_estimator(estimator, Z, y_new: np.ndarray, *, epochs: int = 5,
     return model
 
 
-def champion(path: str, task: str, derived: dict[str, str], model: str | None = None):
+def champion(path: str, task: str, derived: dict[str, str], model: str | None = None,
+             continues: bool = True):
     """The champion's bundle at `path` (train.champion), hash-checked as serving loads it, once
     it is known it can be continued as params say: same task, a family that continues, the
     derived columns its featurizer was fitted with, and (given `model`) the family
     `train.model` names (a linear champion already continued by SGD counts as
-    logistic_regression). StageError (one line, naming train.champion) otherwise."""
+    logistic_regression). With `continues` False (train.mode online: only its featurizer is
+    reused) its model may be of any family. StageError (one line, naming train.champion)
+    otherwise."""
     from lifecycle import models
     from lifecycle.packaging.runtime import load_bundle
 
@@ -88,7 +91,8 @@ def champion(path: str, task: str, derived: dict[str, str], model: str | None = 
         f"its task is {bundle.task}, task.type says {task}" if bundle.task != task else
         f"it holds a {family} model, train.model says {model}" if model and family != model else
         f"its {type(estimator).__name__} cannot continue (families that can: "
-        f"{', '.join(CONTINUABLE)})" if type(estimator).__name__ not in CONTINUABLE else
+        f"{', '.join(CONTINUABLE)})" if continues and type(estimator).__name__ not in CONTINUABLE
+        else
         f"its featurizer was fitted with derived columns {bundle.inference['derived']}, "
         f"featurize.derived says {derived}" if bundle.inference["derived"] != derived else None)
     if problem:

@@ -126,6 +126,14 @@ def evidence_message(result: dict) -> str:
               f"({'ok' if g['passed'] else 'FAIL'}, tolerance {g['tolerance']})"
               for g in d["guardrails"]]
     lines += [f"why not: {r}" for r in d["reasons"]]
+    if "online" in result:  # which events the online learner had seen when judged
+        o = result["online"]
+        lines.append(f"online learner: {o['seen']['warm_rows']} warm rows, then "
+                     f"{o['seen']['events']} feedback events up to "
+                     f"{o['seen']['last_event']['created_at']}, all before the window's first "
+                     f"answer {o['window_first_answer']['created_at']}; checkpoint sha256 "
+                     f"{o['sha256'][:16]}" + "".join(f"; -S {k}={v}"
+                                                      for k, v in o.get("sets", {}).items()))
     return "\n".join(lines)
 
 
@@ -224,66 +232,6 @@ def watch(new_version: str, old_version: str, repo: str | Path = ".",
             verdict["server"] = rollout.rollback_server(server, token or "")
     rollout.write_json(verdict, repo / ROLLBACK)
     return verdict
-
-
-def online_shadow(repo: str | Path = ".", model: str = "churn-model") -> dict:
-    """The online learner in shadow over the registry's labelled answers: warmed on the train
-    split, then prequential over every answer before the judge window (predict, then learn, in
-    time order), then judged against the champion on the judge window by the same gate (its
-    guardrails need a bundle: only calibration applies) -> metrics/online.json."""
-    from lifecycle import features
-    from lifecycle.contract import load_contract
-    from lifecycle.evaluation import Predictions
-    from lifecycle.feedback import gate
-    from lifecycle.feedback.judge import labelled_rows, predictions
-    from lifecycle.feedback.online import OnlineLearner
-    from lifecycle.packaging.runtime import load_bundle
-    from lifecycle.serving.deploy import VariantSpec, fetch_bundle
-
-    repo = Path(repo)
-    fp = params.load("feedback", repo / "params.yaml", model=FeedbackParams)
-    p = params.load("collect", repo / "params.yaml").production
-    contract = load_contract(repo / "contract.yaml")
-    champion = load_bundle(fetch_bundle(VariantSpec(stage="prod"), model, repo))
-    if champion.task != "binary":
-        raise StageError("the online learner is a binary classifier: task.type is "
-                         f"{champion.task}")
-    target, positive = contract.target.column, str(champion.classes[1])
-    answers = production.labelled_answers(repo / p.export, p.until, p.window_days)
-    stream, window = (production.as_source_rows(part, contract)
-                      for part in production.split_judge(answers, p.judge_rows))
-    stream, window = (labelled_rows(champion, rows, target) for rows in (stream, window))
-    window, _ = champion.check_rows(window)
-    stream, _ = champion.check_rows(stream)
-    derived = champion.inference["derived"]
-
-    def prepared(rows):
-        return (features.model_frame(rows, contract, derived),
-                (rows[target].astype(str) == positive).to_numpy(int))
-
-    learner = OnlineLearner(champion.pipeline[:-1], fp.online.model, fp.online.learning_rate,
-                            fp.online.seed)
-    train = repo / "data" / "processed" / "train.parquet"
-    if train.is_file():
-        learner.warm(*prepared(pd.read_parquet(train)))
-    X, y = prepared(stream)
-    prequential = learner.prequential(X, y)
-    served = predictions(champion, window, target)
-    mine = Predictions("binary", served.y, learner.predict(prepared(window)[0]), (0, 1))
-    primary = gate.paired_difference("roc_auc", served, mine, (None, None),
-                                     fp.gate.confidence, fp.gate.resamples, fp.gate.seed)
-    rails = [gate.guardrail("calibration_error", gate.calibration_error(served.y, served.scores),
-                            gate.calibration_error(mine.y, mine.scores),
-                            fp.gate.guardrails.calibration_tolerance, higher_is_better=False)]
-    decision = gate.decide(primary, fp.gate.min_effect, rails)
-    from sklearn.metrics import roc_auc_score
-
-    out = {"learner": fp.online.model, "events_learned": len(y),
-           "prequential_roc_auc": float(roc_auc_score(y, prequential)) if len(set(y)) > 1
-           else None, "promote": decision.promote, "decision": decision.as_dict(),
-           "champion_bundle": champion.version}
-    rollout.write_json(out, repo / "metrics" / "online.json")
-    return out
 
 
 def log(message: str) -> None:

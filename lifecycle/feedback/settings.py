@@ -38,6 +38,7 @@ class OnlineParams(Section):
     model: Literal["logistic_regression", "hoeffding_tree"]
     learning_rate: float = Field(gt=0)  # logistic regression's SGD step
     seed: int
+    checkpoint: str  # the learner's state (JSON), rewritten after each shadow run
 
 
 class FeedbackParams(Section):
