@@ -76,6 +76,19 @@ def simulate(server: Server, ws: Path, shift: str, pool: Path, rows: int, seed: 
     return counts
 
 
+def traffic(ws: Path, where: Path) -> tuple[int, Path, Path, list[dict]]:
+    """(half the test split's rows, its older half, its newer half (Parquet files in `where`),
+    300 validation customers as API records for load)."""
+    test = pd.read_parquet(ws / "data" / "processed" / "test.parquet")
+    half = len(test) // 2
+    older, newer = where / "older.parquet", where / "newer.parquet"
+    test.iloc[:half].to_parquet(older)
+    test.iloc[half:].to_parquet(newer)
+    customers = records_from(ws / "data/processed/validation.parquet",
+                             signature_of(ws / "models" / "bundle"), 300)
+    return half, older, newer, customers
+
+
 def feedback_cli(ws: Path, registry: str, *args: str, token: str = ADMIN_TOKEN
                  ) -> subprocess.CompletedProcess:
     """`python -m lifecycle.feedback --registry ... <args>`: what the make targets run."""
@@ -138,13 +151,7 @@ def state_of(server: Server) -> tuple[dict, dict]:
 def test_alert_retrain_promote_switch_recover_and_roll_back(loop_repo: Path, tmp_path: Path):
     ws = loop_repo
     registry = f"sqlite:///{tmp_path / 'registry.sqlite'}"
-    test = pd.read_parquet(ws / "data" / "processed" / "test.parquet")
-    half = len(test) // 2
-    older, newer = tmp_path / "older.parquet", tmp_path / "newer.parquet"
-    test.iloc[:half].to_parquet(older)
-    test.iloc[half:].to_parquet(newer)
-    customers = records_from(ws / "data/processed/validation.parquet",
-                             signature_of(ws / "models" / "bundle"), 300)
+    half, older, newer, customers = traffic(ws, tmp_path)
     blue_green = {"name": "loop", "strategy": "blue_green", "active": "blue",
                   "variants": {"blue": {"version": "v1.0.0"}, "green": {"version": "v1.0.0"}}}
     with serve(ws, tmp_path / "server", registry, blue_green) as server:

@@ -30,9 +30,15 @@ from lifecycle.feedback.online_bundle import ready
 from lifecycle.packaging.runtime import load_bundle
 from lifecycle.serving.deploy import VariantSpec, fetch_bundle
 from tests.conftest import run
-from tests.helpers_serving import records_from, registry_rows, signature_of
+from tests.helpers_serving import registry_rows
 from tests.helpers_stages import set_params
-from tests.test_feedback_e2e import feedback_cli, loop_repo, serve, simulate  # noqa: F401
+from tests.test_feedback_e2e import (  # noqa: F401 - loop_repo: the fixture
+    feedback_cli,
+    loop_repo,
+    serve,
+    simulate,
+    traffic,
+)
 
 CHECKPOINT = Path("models/online/learner.json")
 
@@ -144,13 +150,7 @@ class SlowLoad:
 def test_online_learner_packaged_promoted_and_served(loop_repo: Path, tmp_path: Path):  # noqa: F811
     ws = loop_repo
     registry = f"sqlite:///{tmp_path / 'registry.sqlite'}"
-    test = pd.read_parquet(ws / "data" / "processed" / "test.parquet")
-    half = len(test) // 2
-    older, newer = tmp_path / "older.parquet", tmp_path / "newer.parquet"
-    test.iloc[:half].to_parquet(older)
-    test.iloc[half:].to_parquet(newer)
-    customers = records_from(ws / "data/processed/validation.parquet",
-                             signature_of(ws / "models" / "bundle"), 300)
+    half, older, newer, customers = traffic(ws, tmp_path)
     blue_green = {"name": "online", "strategy": "blue_green", "active": "blue",
                   "variants": {"blue": {"stage": "prod"}, "green": {"stage": "prod"}}}
     with serve(ws, tmp_path / "s", registry, blue_green) as server:
@@ -244,8 +244,8 @@ def test_online_learner_packaged_promoted_and_served(loop_repo: Path, tmp_path: 
     bundle = load_bundle(fetch_bundle(VariantSpec(version="v1.1.0"), "churn-model", ws))
     assert bundle.pipeline[-1].coef_[0].tolist() == checkpoint["weights"]
     learner = OnlineLearner.from_state(checkpoint, bundle.pipeline.named_steps["features"])
-    window = test.iloc[half:half + 300]
-    ok, _ = bundle.check_rows(window)
+    sample = pd.read_parquet(newer).head(300)
+    ok, _ = bundle.check_rows(sample)
     X = features.model_frame(ok, bundle.contract, bundle.inference["derived"])
     assert np.abs(bundle.scores(ok, engine="sklearn")[:, 1] - learner.predict(X)).max() <= 1e-9
     # and the workspace is back to batch retraining
