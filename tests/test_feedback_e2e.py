@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -76,19 +77,6 @@ def simulate(server: Server, ws: Path, shift: str, pool: Path, rows: int, seed: 
     return counts
 
 
-def traffic(ws: Path, where: Path) -> tuple[int, Path, Path, list[dict]]:
-    """(half the test split's rows, its older half, its newer half (Parquet files in `where`),
-    300 validation customers as API records for load)."""
-    test = pd.read_parquet(ws / "data" / "processed" / "test.parquet")
-    half = len(test) // 2
-    older, newer = where / "older.parquet", where / "newer.parquet"
-    test.iloc[:half].to_parquet(older)
-    test.iloc[half:].to_parquet(newer)
-    customers = records_from(ws / "data/processed/validation.parquet",
-                             signature_of(ws / "models" / "bundle"), 300)
-    return half, older, newer, customers
-
-
 def feedback_cli(ws: Path, registry: str, *args: str, token: str = ADMIN_TOKEN
                  ) -> subprocess.CompletedProcess:
     """`python -m lifecycle.feedback --registry ... <args>`: what the make targets run."""
@@ -101,6 +89,27 @@ def serve(ws: Path, where: Path, registry: str, deployment: dict) -> Server:
     (where / "deploy.yaml").write_text(yaml.safe_dump(deployment, sort_keys=False))
     return Server("--deployment", str(where / "deploy.yaml"), "--repo", str(ws), cwd=where,
                   registry=registry)
+
+
+@contextmanager
+def shifted_traffic_served(ws: Path, where: Path, registry: str):
+    """A blue/green server with v1.0.0 in both slots that has answered concept-shifted traffic,
+    outcomes 0.2 s after each answer: the test split's older half (what retraining may learn),
+    then 300 of its newer half (the newest labelled window). Yields (server, rows in the older
+    half, the newer half's Parquet file, 300 validation customers as API records for load)."""
+    test = pd.read_parquet(ws / "data" / "processed" / "test.parquet")
+    half = len(test) // 2
+    older, newer = where / "older.parquet", where / "newer.parquet"
+    test.iloc[:half].to_parquet(older)
+    test.iloc[half:].to_parquet(newer)
+    customers = records_from(ws / "data/processed/validation.parquet",
+                             signature_of(ws / "models" / "bundle"), 300)
+    blue_green = {"name": "loop", "strategy": "blue_green", "active": "blue",
+                  "variants": {"blue": {"version": "v1.0.0"}, "green": {"version": "v1.0.0"}}}
+    with serve(ws, where / "server", registry, blue_green) as server:
+        simulate(server, ws, "concept", older, half, seed=2)
+        simulate(server, ws, "concept", newer, 300, seed=3)  # the newest labelled window
+        yield server, half, newer, customers
 
 
 class Load:
@@ -151,14 +160,8 @@ def state_of(server: Server) -> tuple[dict, dict]:
 def test_alert_retrain_promote_switch_recover_and_roll_back(loop_repo: Path, tmp_path: Path):
     ws = loop_repo
     registry = f"sqlite:///{tmp_path / 'registry.sqlite'}"
-    half, older, newer, customers = traffic(ws, tmp_path)
-    blue_green = {"name": "loop", "strategy": "blue_green", "active": "blue",
-                  "variants": {"blue": {"version": "v1.0.0"}, "green": {"version": "v1.0.0"}}}
-    with serve(ws, tmp_path / "server", registry, blue_green) as server:
-        # 1. v1 serves shifted traffic; outcomes arrive 0.2 s after each answer
-        simulate(server, ws, "concept", older, half, seed=2)
-        simulate(server, ws, "concept", newer, 300, seed=3)  # the newest labelled window
-
+    # 1. v1 serves shifted traffic; outcomes arrive 0.2 s after each answer
+    with shifted_traffic_served(ws, tmp_path, registry) as (server, half, newer, customers):
         # the online learner in shadow over the same answers, judged by the same gate
         proc = feedback_cli(ws, registry, "online")
         assert proc.returncode in (0, 2), proc.stderr

@@ -35,9 +35,8 @@ from tests.helpers_stages import set_params
 from tests.test_feedback_e2e import (  # noqa: F401 - loop_repo: the fixture
     feedback_cli,
     loop_repo,
-    serve,
+    shifted_traffic_served,
     simulate,
-    traffic,
 )
 
 CHECKPOINT = Path("models/online/learner.json")
@@ -150,13 +149,7 @@ class SlowLoad:
 def test_online_learner_packaged_promoted_and_served(loop_repo: Path, tmp_path: Path):  # noqa: F811
     ws = loop_repo
     registry = f"sqlite:///{tmp_path / 'registry.sqlite'}"
-    half, older, newer, customers = traffic(ws, tmp_path)
-    blue_green = {"name": "online", "strategy": "blue_green", "active": "blue",
-                  "variants": {"blue": {"stage": "prod"}, "green": {"stage": "prod"}}}
-    with serve(ws, tmp_path / "s", registry, blue_green) as server:
-        simulate(server, ws, "concept", older, half, seed=2)
-        simulate(server, ws, "concept", newer, 300, seed=3)  # the newest labelled window
-
+    with shifted_traffic_served(ws, tmp_path, registry) as (server, half, newer, customers):
         # a learner that cannot be converted: shadow only, its promotion refused in one line
         set_params(ws, {"feedback.online.model": "hoeffding_tree"})
         proc = feedback_cli(ws, registry, "online", "--promote")
