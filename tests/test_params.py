@@ -48,6 +48,11 @@ CASES = {
          "valid boolean"),
         ({"preprocess.impute": "mean"}, "preprocess.impute", "Extra inputs"),
     ],
+    "train": [
+        ({"train.mode": "online", "train.champion": "models/champion"}, "train",
+         "train.mode is online but train.online names no checkpoint"),
+        ({"train.mode": "online_ish"}, "train.mode", "'full', 'incremental' or 'online'"),
+    ],
     "seed_demo_source": [
         ({"seed_demo_source.rows": DELETE}, "seed_demo_source.rows", "Field required"),
         ({"seed_demo_source.rows": "many"}, "seed_demo_source.rows", "valid integer"),
