@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -101,27 +102,12 @@ def model_frame(frame: pd.DataFrame, contract: Contract, derived: dict[str, str]
     return pd.DataFrame(out, index=frame.index, columns=numeric + categorical)
 
 
-def frequent_categories(frame: pd.DataFrame, columns: list[str],
-                        min_frequency: float) -> dict[str, list[str]]:
-    """Per column, the categories seen in at least `min_frequency` of the rows (sorted).
-
-    Rarer categories are left out of the encoder's list, so they get the same all-zero code as
-    categories never seen in train: one shared "other" group. (OneHotEncoder's own
-    `min_frequency` makes an `infrequent_sklearn` column instead, which skl2onnx cannot convert.)
-    """
-    out = {}
-    for column in columns:
-        counts = frame[column].value_counts()
-        out[column] = sorted(str(c) for c in counts.index[counts >= min_frequency * len(frame)])
-    return out
-
-
 def build_featurizer(contract: Contract, derived: dict[str, str], min_frequency: float,
                      scale: str, categories: dict[str, list[str]] | None = None):
     """The unfitted transformer: median imputation then scaling for numbers, the missing-value
     indicators as they are, and one-hot codes for categories (unseen ones are all zeros).
 
-    `categories` (from `frequent_categories` on train) fixes each column's codes; without it
+    `categories` (the frequent ones on train: `fit_on_rows`) fixes each column's codes; without it
     OneHotEncoder groups categories rarer than `min_frequency` itself, which serves sklearn but
     not ONNX. `fit_featurizer` always passes it. Every step has an skl2onnx converter.
     """
@@ -149,6 +135,48 @@ def build_featurizer(contract: Contract, derived: dict[str, str], min_frequency:
     return ColumnTransformer([part for part in parts if part[2]], verbose_feature_names_out=True)
 
 
+@dataclass
+class FitRows:
+    """What fitting the featurizer reads of the train rows, which a table too big to hold can
+    give part by part (`add` them): only imputation and scaling learn from every row, from the
+    numeric columns; the one-hot codes are the frequent categories (counts add up); mutual
+    information is estimated on a seeded sample of rows."""
+    numeric: pd.DataFrame          # the numeric model-frame columns of every row
+    counts: dict[str, pd.Series]   # per categorical model-frame column, its value counts
+    head: pd.DataFrame             # the first rows of the model frame (to fit the rest on)
+    sample: pd.DataFrame           # the model frame's rows at `importance_sample` positions
+    y_sample: np.ndarray           # their target
+    rows: int
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, y: np.ndarray, contract: Contract, derived: dict,
+           positions: np.ndarray, start: int = 0) -> FitRows:
+        """The part made of `frame`, rows [start, start + len(frame)) of the table; `positions`
+        (sorted) are the sample's in the whole table."""
+        here = positions[(positions >= start) & (positions < start + len(frame))] - start
+        return cls(frame[numeric_columns(contract, derived)],
+                   {c: frame[c].value_counts() for c in categorical_columns(contract)},
+                   frame.iloc[:HEAD_ROWS] if start == 0 else frame.iloc[:0],
+                   frame.iloc[here], y[here], len(frame))
+
+    @classmethod
+    def add(cls, parts: list[FitRows]) -> FitRows:
+        counts = {c: pd.concat([p.counts[c] for p in parts]).groupby(level=0, sort=False).sum()
+                  for c in parts[0].counts}
+        return cls(pd.concat([p.numeric for p in parts], ignore_index=True), counts,
+                   pd.concat([p.head for p in parts]).iloc[:HEAD_ROWS],
+                   pd.concat([p.sample for p in parts]),
+                   np.concatenate([p.y_sample for p in parts]), sum(p.rows for p in parts))
+
+
+HEAD_ROWS = 100
+
+
+def importance_sample(rows: int, p) -> np.ndarray:
+    """The (sorted) positions of the train rows mutual information is estimated on."""
+    return np.sort(np.random.default_rng(p.seed).permutation(rows)[:p.importance_rows])
+
+
 def fit_featurizer(frame: pd.DataFrame, y: np.ndarray, contract: Contract, p, task: str):
     """Fit the featurizer on the train model frame and describe its features.
 
@@ -157,43 +185,54 @@ def fit_featurizer(frame: pd.DataFrame, y: np.ndarray, contract: Contract, p, ta
     the manifest lists every candidate feature with its name, type, source columns, mutual
     information with the target on train (seeded), whether it was selected, and a version.
     """
-    featurizer, manifest, _ = fit_transform_featurizer(frame, y, contract, p, task)
-    return featurizer, manifest
+    return fit_on_rows(FitRows.of(frame, y, contract, p.derived,
+                                  importance_sample(len(frame), p)), contract, p, task)
 
 
-def fit_transform_featurizer(frame: pd.DataFrame, y: np.ndarray, contract: Contract, p,
-                             task: str):
-    """`fit_featurizer`, and the train features it made on the way (equal to
-    `featurizer.transform(frame)`: the train split is transformed once)."""
+def fit_on_rows(rows: FitRows, contract: Contract, p, task: str):
+    """`fit_featurizer` from what it reads of the train rows: the same fitted featurizer as
+    `ColumnTransformer.fit` on the whole frame, without the whole feature table that fit
+    makes on the way (a third of a GB per million rows)."""
+    from sklearn.base import clone
     from sklearn.pipeline import Pipeline
 
-    categories = frequent_categories(frame, categorical_columns(contract), p.min_frequency)
+    categories = {c: sorted(str(v) for v in n.index[n >= p.min_frequency * rows.rows])
+                  for c, n in rows.counts.items()}
     columns = build_featurizer(contract, p.derived, p.min_frequency, p.scale, categories)
     columns.set_output(transform="pandas")
-    table = columns.fit_transform(frame)
+    # Only the numeric part learns from the rows: fit the whole on a few rows (each numeric
+    # column holding a value there if it holds one anywhere, so every output is made), then
+    # put in its place the numeric part fitted on every row, as ColumnTransformer fits it.
+    head = rows.head.copy()
+    for c in rows.numeric.columns:
+        held = rows.numeric[c].dropna()
+        if len(held):
+            head[c] = head[c].fillna(held.iloc[0])
+    columns.fit(head)
+    for i, (name, _, inputs) in enumerate(columns.transformers_):
+        if name == "num":
+            template = dict((n, t) for n, t, _ in columns.transformers)["num"]
+            columns.transformers_[i] = (name, clone(template).fit(rows.numeric[inputs]), inputs)
     described = describe_features(columns, contract, p.derived)
-    sample = np.random.default_rng(p.seed).permutation(len(table))[:p.importance_rows]
-    sample.sort()
-    score = importance_function(task, _discrete_mask(table.iloc[sample], described), p.seed)
+    table = columns.transform(rows.sample)
+    score = importance_function(task, _discrete_mask(table, described), p.seed)
     with warnings.catch_warnings():  # discrete codes are floats here (scaled flags, one-hots)
         warnings.filterwarnings("ignore", "Clustering metrics expects discrete values")
         if p.select_k_best:
             from sklearn.feature_selection import SelectKBest
 
             selector = SelectKBest(score, k=min(p.select_k_best, table.shape[1]))
-            selector.fit(table.iloc[sample], y[sample])
+            selector.fit(table, rows.y_sample)
             scores, selected = selector.scores_, selector.get_support()
             featurizer = Pipeline([("columns", columns), ("select", selector)])
             featurizer.set_output(transform="pandas")
         else:
-            scores = score(table.iloc[sample], y[sample])
+            scores = score(table, rows.y_sample)
             selected, featurizer = np.ones(table.shape[1], bool), columns
     unencoded = [c for c in categorical_columns(contract) if not categories[c]]
-    manifest = _manifest(featurizer, described, scores, selected, len(sample), len(frame),
+    manifest = _manifest(featurizer, described, scores, selected, len(table), rows.rows,
                          unencoded, contract, p, task)
-    if p.select_k_best:
-        table = featurizer.named_steps["select"].transform(table)
-    return featurizer, manifest, table
+    return featurizer, manifest
 
 
 def transform_with_fitted(featurizer, frame: pd.DataFrame, y: np.ndarray, contract: Contract,
@@ -365,3 +404,27 @@ def split_target(table: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         raise StageError(f"feature table has no '{TARGET}' column (rerun featurize)")
     y = table.pop(TARGET).to_numpy()
     return table, y
+
+
+def read_table(path) -> tuple[pd.DataFrame, np.ndarray]:
+    """A feature table file as (features, target), the features held once: in one C-ordered
+    float64 array (the layout scikit-learn's fit copies them into), under a DataFrame that
+    only views it. A table of other dtypes is read as it is."""
+    import pyarrow.parquet as pq
+
+    from lifecycle import io
+
+    schema = pq.read_schema(path)
+    names = [n for n in schema.names if n != TARGET]
+    if TARGET not in schema.names or any(str(schema.field(n).type) != "double" for n in names):
+        return split_target(io.read_parquet(path))
+    parquet = pq.ParquetFile(path)
+    X = np.empty((parquet.metadata.num_rows, len(names)), dtype=np.float64)
+    start = 0
+    for i in range(parquet.metadata.num_row_groups):   # one row group at a time
+        group = parquet.read_row_group(i, columns=names)
+        for j, name in enumerate(names):
+            X[start:start + len(group), j] = group.column(name).to_numpy()
+        start += len(group)
+    y = io.read_parquet(path, columns=[TARGET])[TARGET].to_numpy()
+    return pd.DataFrame(X, columns=names, copy=False), y

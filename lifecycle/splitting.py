@@ -18,15 +18,26 @@ SPLITS = ("train", "validation", "test")
 def split(frame: pd.DataFrame, contract: Contract, method: str, validation_size: float,
           test_size: float, seed: int) -> dict[str, pd.DataFrame]:
     """Assign every row to exactly one split; the same id never lands in two."""
+    order, labels = assign(frame, contract, method, validation_size, test_size, seed)
+    frame = frame.iloc[order].reset_index(drop=True)
+    return {name: frame[labels == name].reset_index(drop=True) for name in SPLITS}
+
+
+def assign(frame: pd.DataFrame, contract: Contract, method: str, validation_size: float,
+           test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the positions of `frame`'s rows in id order, the split of each row in that order).
+    Needs only the id, the target and the event time."""
     if frame[contract.id].duplicated().any():
         raise StageError(f"duplicate {contract.id} values reach split: run preprocess first")
-    frame = frame.sort_values(contract.id, kind="stable").reset_index(drop=True)
+    frame = frame.reset_index(drop=True).sort_values(contract.id, kind="stable")
+    order = frame.index.to_numpy()
+    frame = frame.reset_index(drop=True)
     if method == "time":
         if not contract.event_time:
             raise StageError("split.method is 'time' but the contract names no event_time")
-        order = frame.sort_values([contract.event_time, contract.id], kind="stable").index
+        by_time = frame.sort_values([contract.event_time, contract.id], kind="stable").index
         labels = _cut(len(frame), validation_size, test_size)
-        assignment = pd.Series(labels, index=order).reindex(frame.index)
+        assignment = pd.Series(labels, index=by_time).reindex(frame.index)
     else:
         rng = np.random.default_rng(seed)
         strata = (_strata(frame[contract.target.column], contract) if method == "stratified"
@@ -35,7 +46,7 @@ def split(frame: pd.DataFrame, contract: Contract, method: str, validation_size:
         for _, members in frame.groupby(strata, sort=True).groups.items():
             shuffled = rng.permutation(np.asarray(members))
             assignment.loc[shuffled] = _cut(len(shuffled), validation_size, test_size)
-    return {name: frame[assignment == name].reset_index(drop=True) for name in SPLITS}
+    return order, assignment.to_numpy()
 
 
 def check_splits(splits: dict[str, pd.DataFrame], contract: Contract, task: str,

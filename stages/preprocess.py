@@ -2,11 +2,12 @@
 
 Its input is already coherent (types, whitespace, category spellings): validate made it so to
 judge it, with the same `cleaning.make_coherent` that serving runs on each request. Learns
-nothing from the data (no imputation or scaling: featurize fits those on train)."""
+nothing from the data (no imputation or scaling: featurize fits those on train). Partition by
+partition (`engine.partition_rows`), in this process or on a Dask cluster (`engine.kind`)."""
 
-from lifecycle import cleaning, cli, io, params, scale
+from lifecycle import cli, io, params, scale
 from lifecycle.accounting import row_report
-from lifecycle.contract import load_contract, mask
+from lifecycle.contract import load_contract
 
 
 def main() -> str:
@@ -15,21 +16,16 @@ def main() -> str:
                      metrics="row accounting (JSON)")
     p = params.load("preprocess")
     contract = load_contract(args.contract)
-    if (engine := scale.load()).kind == "dask":   # the same outputs, on a cluster
-        from lifecycle.scale import preprocess as run
-        return run.preprocess(args, p, contract, engine)
-    rows = io.read_parquet(args.valid)   # coherent already: validate typed them to judge them
-    kept, removed = cleaning.remove_rows(rows, contract, p.drop_duplicate_records,
-                                         p.drop_missing_target)
-    for column in contract.personal_data:
-        if column != contract.id:
-            removed[column] = mask(removed[column].tolist())
-    io.write_parquet(kept, args.clean)
-    io.write_parquet(removed, args.removed)
-    reasons = cleaning.count_reasons(removed)
-    io.write_json(row_report(len(rows), len(kept), reasons), args.metrics)
+    from lifecycle.scale import parts, preprocess
+
+    with parts.opened(engine := scale.load()) as table:
+        rows = table(args.valid)
+        rows_in, kept, reasons = preprocess.clean_all(rows, contract, p, args.clean,
+                                                      args.removed)
+    io.write_json(row_report(rows_in, kept, reasons), args.metrics)
     detail = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())) or "none"
-    return f"{len(kept)}/{len(rows)} rows kept; removed: {detail}"
+    return (f"{kept}/{rows_in} rows kept ({engine.kind}, {len(rows)} partitions); "
+            f"removed: {detail}")
 
 
 if __name__ == "__main__":

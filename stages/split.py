@@ -1,6 +1,6 @@
-"""split: write train / validation / test, stratified or by time, no id in two splits."""
-
-from pathlib import Path
+"""split: write train / validation / test, stratified or by time, no id in two splits. Decided on
+(id, target, event time), then written bucket by bucket (`engine.partition_rows`), in this
+process or on a Dask cluster (`engine.kind`)."""
 
 from lifecycle import cli, io, params, scale, splitting
 from lifecycle.accounting import row_report
@@ -13,19 +13,17 @@ def main() -> str:
                      metrics="sizes and balance (JSON)")
     p, task = params.load("split"), params.load("task")
     contract = load_contract(args.contract)
-    if (engine := scale.load()).kind == "dask":   # the same outputs, on a cluster
-        from lifecycle.scale import split as run
-        return run.split(args, p, task, contract, engine)
-    rows = io.read_parquet(args.clean)
-    splits = splitting.split(rows, contract, p.method, p.validation_size, p.test_size, p.seed)
-    splitting.check_splits(splits, contract, task.type, p.min_rows)
-    for name, frame in splits.items():
-        io.write_parquet(frame, Path(args.outdir) / f"{name}.parquet")
+    from lifecycle.scale import parts
+    from lifecycle.scale import split as run
+
+    with parts.opened(engine := scale.load()) as table:
+        rows_in, splits = run.split_all(table(args.clean), contract, p, task.type, args.outdir,
+                                        engine.partition_rows)
     rows_out = sum(len(f) for f in splits.values())
-    io.write_json(row_report(len(rows), rows_out, {}, method=p.method,
+    io.write_json(row_report(rows_in, rows_out, {}, method=p.method,
                              splits=splitting.summary(splits, contract)), args.metrics)
     sizes = " / ".join(f"{len(f)} {name}" for name, f in splits.items())
-    return f"{p.method} split of {len(rows)} rows: {sizes}"
+    return f"{p.method} split of {rows_in} rows ({engine.kind}): {sizes}"
 
 
 if __name__ == "__main__":

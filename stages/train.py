@@ -19,11 +19,11 @@ def main() -> str:
     if p.search.metric is not None:
         metric = metrics.require(task.type, p.search.metric, "train.search.metric")
     scale_p = training.load()   # all rows here, a seeded sample, or xgboost on the cluster
-    X_val, y_val = features.split_target(io.read_parquet(args.validation))
+    X_val, y_val = features.read_table(args.validation)
     if p.mode == "incremental":
         champion = incremental.champion(p.champion, task.type, params.load("featurize").derived,
                                         p.model)
-        X, y = features.split_target(io.read_parquet(args.train))
+        X, y = features.read_table(args.train)
         model, report = incremental.continue_champion(champion, p, X, y, X_val, y_val, task.type,
                                                       metric)
     elif p.mode == "online":
@@ -33,9 +33,8 @@ def main() -> str:
         model, report = training.fit_on_cluster(task.type, p, args.train, X_val, y_val, metric,
                                                 scale_p)
     else:
-        X, y = features.split_target(
-            io.read_parquet(args.train) if scale_p.method == "all"
-            else training.sample_table(args.train, scale_p.rows, scale_p.seed))
+        X, y = features.read_table(args.train) if scale_p.method == "all" else \
+            features.split_target(training.sample_table(args.train, scale_p.rows, scale_p.seed))
         model, report = models.train(task.type, p, X, y, X_val, y_val, metric)
         report["training_rows"] = training.statement(
             scale_p.method, len(X), training.parquet_rows(args.train), scale_p)

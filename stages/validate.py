@@ -1,5 +1,6 @@
 """validate: hold the raw snapshot to the data contract; quarantine what breaks it; score and
-gate the four data-quality dimensions."""
+gate the four data-quality dimensions. Partition by partition (`engine.partition_rows`), in this
+process or on a Dask cluster (`engine.kind`): the same outputs either way."""
 
 import pandas as pd
 
@@ -18,27 +19,23 @@ def main() -> str:
     as_of = pd.Timestamp.now("UTC") if p.as_of == "now" else pd.Timestamp(p.as_of)
     if as_of.tz is not None:  # event times are compared in naive UTC
         as_of = as_of.tz_convert("UTC").tz_localize(None)
-    if (engine := scale.load()).kind == "dask":   # the same outputs, on a cluster
-        from lifecycle.scale import validate as run
-        return run.validate(args, p, contract, as_of, engine)
-    raw = io.read_parquet(args.snapshot)
-    verdict = quality.judge(raw, contract, as_of)
+    from lifecycle.scale import parts, validate
 
-    io.write_parquet(verdict.valid, args.valid)
-    io.write_parquet(verdict.quarantine, args.quarantine)
-    io.write_json(verdict.scores, args.quality)
-    dropped = verdict.first_reason.value_counts().to_dict()
-    io.write_json(row_report(len(raw), len(verdict.valid),
-                             {f"quarantined:{k}": v for k, v in dropped.items()}), args.metrics)
-
-    problems = quality.gate(verdict.scores, p.min_scores.model_dump(), len(verdict.quarantine),
-                            len(raw), p.max_quarantine_share)
+    with parts.opened(engine := scale.load()) as table:
+        snapshot = table(args.snapshot)
+        rows_in, rows_valid, reasons, s = validate.judge_all(
+            snapshot, contract, as_of, args.valid, args.quarantine)
+    quarantined = rows_in - rows_valid
+    io.write_json(s, args.quality)
+    io.write_json(row_report(rows_in, rows_valid,
+                             {f"quarantined:{k}": v for k, v in reasons.items()}), args.metrics)
+    problems = quality.gate(s, p.min_scores.model_dump(), quarantined, rows_in,
+                            p.max_quarantine_share)
     if problems:
         raise StageError("data-quality gate failed: " + "; ".join(problems)
                          + f" (see {args.quality} and {args.quarantine})")
-    s = verdict.scores
-    return (f"{len(verdict.valid)}/{len(raw)} rows meet the contract, "
-            f"{len(verdict.quarantine)} quarantined; accuracy {s['accuracy']:.3f} "
+    return (f"{rows_valid}/{rows_in} rows meet the contract, {quarantined} quarantined "
+            f"({engine.kind}, {len(snapshot)} partitions); accuracy {s['accuracy']:.3f} "
             f"completeness {s['completeness']:.3f} consistency {s['consistency']:.3f} "
             f"timeliness {s['timeliness']:.3f}")
 

@@ -68,11 +68,18 @@ def slices(url: str, partition_rows: int) -> list[Slice]:
     return out
 
 
-def read_slice(part: Slice) -> pd.DataFrame:
+def read_slice(part: Slice, columns: list[str] | None = None) -> pd.DataFrame:
     """One partition, converted to pandas exactly as `pandas.read_parquet` converts a file."""
+    return to_pandas(read_slice_arrow(part, columns))
+
+
+def read_slice_arrow(part: Slice, columns: list[str] | None = None):
+    """One partition as an Arrow table (only `columns`, when given): the row groups it
+    overlaps are read, nothing else."""
     import pyarrow.parquet as pq
 
     fs, path = filesystem(part.url)
+    wanted = list(columns) if columns is not None else (list(part.columns) or None)
     with fs.open(path, "rb") as f:
         pf = pq.ParquetFile(f)
         groups, first, offset = [], None, 0
@@ -82,9 +89,10 @@ def read_slice(part: Slice) -> pd.DataFrame:
                 groups.append(i)
                 first = offset if first is None else first
             offset += n
-        table = pf.read_row_groups(groups) if groups else pf.schema_arrow.empty_table()
+        table = pf.read_row_groups(groups, columns=wanted) if groups else \
+            pf.schema_arrow.empty_table()
     table = table.slice(part.start - (first or 0), part.stop - part.start)
-    return to_pandas(table.select(part.columns) if part.columns else table)
+    return table.select(wanted) if wanted else table
 
 
 def to_pandas(table) -> pd.DataFrame:
@@ -141,37 +149,124 @@ def unify_schemas(shapes: list[tuple]):
     return pa.schema(fields, metadata=metadata)
 
 
+class RowGroups:
+    """Arrow tables appended in order to one Parquet file in row groups of ROW_GROUP_ROWS:
+    the bytes `pq.write_table` gives their concatenation. Holds one row group at most."""
+
+    def __init__(self, path, schema):
+        from pathlib import Path
+
+        import pyarrow.parquet as pq
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.schema, self.rows, self._buffered = schema, 0, []
+        self._writer = pq.ParquetWriter(path, schema, compression="zstd")
+
+    def add(self, table) -> None:
+        import pyarrow as pa
+
+        self._buffered.append(table.select(self.schema.names).cast(self.schema)
+                              .replace_schema_metadata(self.schema.metadata))
+        self.rows += len(table)
+        if sum(len(t) for t in self._buffered) >= ROW_GROUP_ROWS:
+            whole = pa.concat_tables(self._buffered).combine_chunks()
+            cut = len(whole) - len(whole) % ROW_GROUP_ROWS
+            self._writer.write_table(whole.slice(0, cut), row_group_size=ROW_GROUP_ROWS)
+            self._buffered = [whole.slice(cut)]
+
+    def close(self) -> int:
+        """Write what is left; the rows written."""
+        import pyarrow as pa
+
+        whole = pa.concat_tables(self._buffered).combine_chunks() if self._buffered else \
+            self.schema.empty_table()
+        if len(whole) or self.rows == 0:
+            self._writer.write_table(whole)
+        self._writer.close()
+        return self.rows
+
+
 def write_file(ddf, path, client) -> int:
     """The partitions, in order, as ONE Parquet file with the bytes `lifecycle.io.write_parquet`
     gives the concatenated frame. Workers convert; this process only streams row groups, so its
     memory holds one row group. Returns the rows written."""
-    from pathlib import Path
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     from dask import delayed
 
     tables = client.compute([delayed(_arrow)(d) for d in ddf.to_delayed()])
     schema = unify_schemas(client.gather([client.submit(_shape, t) for t in tables]))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    buffered, rows = [], 0
-    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
-        for future in tables:
-            table = future.result()
-            future.release()
-            buffered.append(table.select(schema.names).cast(schema).replace_schema_metadata(
-                schema.metadata))
-            if sum(len(t) for t in buffered) >= ROW_GROUP_ROWS:
-                whole = pa.concat_tables(buffered).combine_chunks()
-                cut = len(whole) - len(whole) % ROW_GROUP_ROWS
-                writer.write_table(whole.slice(0, cut))
-                buffered = [whole.slice(cut)]
-            rows += len(table)
-        whole = pa.concat_tables(buffered).combine_chunks() if buffered else \
-            schema.empty_table()
-        if len(whole) or rows == 0:
-            writer.write_table(whole)
-    return rows
+    out = RowGroups(path, schema)
+    for future in tables:
+        out.add(future.result())
+        future.release()
+    return out.close()
+
+
+class FrameWriter:
+    """pandas frames (the partitions of a table, in order) streamed into ONE Parquet file with
+    the bytes `lifecycle.io.write_parquet` gives their concatenation, in this process.
+
+    The file's schema is `unify_schemas` of the partitions': settled as soon as every column
+    has held a value (its type then cannot change); partitions seen before that wait, in memory
+    up to a row group, then in Arrow files beside the output."""
+
+    def __init__(self, path):
+        self.path, self._out, self._waiting, self._shapes = path, None, [], []
+        self._spill, self._spilled_files = None, 0
+
+    def add(self, frame: pd.DataFrame) -> None:
+        table = _arrow(frame)
+        if self._out is not None:
+            self._out.add(table)
+            return
+        self._shapes.append(_shape(table))
+        self._waiting.append(table)
+        columns = range(len(self._shapes[0][1]))
+        if all(any(present[i] for _, present in self._shapes) for i in columns):
+            self._start(unify_schemas(self._shapes))   # every column has its type
+        elif sum(len(t) for t in self._waiting if not isinstance(t, str)) >= ROW_GROUP_ROWS:
+            self._waiting = [self._spilled(t) for t in self._waiting]
+
+    def _spilled(self, table):
+        """`table` in an Arrow file beside the output (its name stands for it), or the name."""
+        import tempfile
+
+        import pyarrow as pa
+
+        if isinstance(table, str):
+            return table
+        if self._spill is None:
+            from pathlib import Path
+
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._spill = tempfile.TemporaryDirectory(dir=Path(self.path).parent,
+                                                      prefix=".spill-")
+        self._spilled_files += 1
+        name = f"{self._spill.name}/{self._spilled_files:06d}.arrow"
+        with pa.OSFile(name, "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+            w.write_table(table)
+        return name
+
+    def _start(self, schema) -> None:
+        import pyarrow as pa
+
+        self._out = RowGroups(self.path, schema)
+        for table in self._waiting:
+            if isinstance(table, str):
+                with pa.memory_map(table) as source:
+                    table = pa.ipc.open_file(source).read_all()
+            self._out.add(table)
+        self._waiting = []
+
+    def close(self) -> int:
+        """Finish the file; the rows written."""
+        if self._out is None:
+            if not self._shapes:
+                self.add(pd.DataFrame())
+            self._start(unify_schemas(self._shapes))
+        rows = self._out.close()
+        if self._spill is not None:
+            self._spill.cleanup()
+        return rows
 
 
 def part_name(url: str, index: int) -> str:

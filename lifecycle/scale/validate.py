@@ -1,7 +1,7 @@
-"""validate on the cluster: each partition judged by `quality.judge` (the contract's pandera
-schema, rules and reasons, row by row); what spans partitions decided once: the ids held with
-differing content (a groupby on id and content hash), and the scores from counts summed over
-partitions (`quality.add_counts`)."""
+"""validate, partition by partition, on either engine (lifecycle/scale/parts.py): each
+partition judged by `quality.judge` (the contract's pandera schema, rules and reasons, row by
+row); what spans partitions decided once: the ids held with differing content, and the scores
+from counts summed over partitions (`quality.add_counts`)."""
 
 from __future__ import annotations
 
@@ -9,71 +9,55 @@ from collections import Counter
 
 import pandas as pd
 
-from lifecycle import io, quality
-from lifecycle.accounting import row_report
+from lifecycle import quality
+from lifecycle.cleaning import make_coherent
 from lifecycle.contract import Contract
-from lifecycle.errors import StageError
-from lifecycle.scale import EngineParams, cluster
-from lifecycle.scale import io as sio
 from lifecycle.scale.frames import CONTENT, content_hash
 
 
-def _id_and_content(raw: pd.DataFrame, contract: Contract) -> pd.DataFrame:
-    from lifecycle.cleaning import make_coherent
-    from lifecycle.quality import check_columns
+def _coherent_ids(rows: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """The partition's ids as `make_coherent` reads them (text ids held as Arrow strings: a
+    table's worth of them stays small)."""
+    ids = make_coherent(rows[[contract.id]], contract)[0][contract.id]
+    return pd.DataFrame({"id": ids.astype("string[pyarrow]") if ids.dtype == "string"
+                         else ids})
 
-    coherent, _ = make_coherent(check_columns(raw, contract), contract)
-    return pd.DataFrame({"id": coherent[contract.id],
+
+def _id_and_content(raw: pd.DataFrame, contract: Contract, repeated: set) -> pd.DataFrame:
+    """(id, content hash) of the partition's rows whose id appears more than once."""
+    ids = make_coherent(raw[[contract.id]], contract)[0][contract.id]
+    rows = raw[ids.isin(repeated).fillna(False).to_numpy(dtype=bool)]
+    coherent, _ = make_coherent(quality.check_columns(rows, contract), contract)
+    return pd.DataFrame({"id": coherent[contract.id].astype(object),
                          CONTENT: content_hash(coherent, contract.content_columns)})
 
 
-def conflicting_ids(raw, contract: Contract) -> set:
-    """Ids held with differing content anywhere in the table (as `quality._conflicting_ids`)."""
-    pairs = raw.map_partitions(_id_and_content, contract,
-                               meta={"id": "object", CONTENT: "uint64"})
-    variants = pairs.dropna(subset=["id"]).drop_duplicates().groupby("id")[CONTENT].count()
-    found = variants[variants > 1].compute()
-    return set(found.index.tolist())
+def conflicting_ids(table, contract: Contract) -> set:
+    """Ids held with differing content anywhere in the table (as `quality._conflicting_ids`,
+    content compared by its hash): the ids first, then the content of repeated ids only."""
+    counts = table.frame(_coherent_ids, contract, columns=[contract.id])["id"].value_counts()
+    repeated = set(table.compute(counts[counts > 1]).index.tolist())
+    if not repeated:
+        return set()
+    pairs = table.frame(_id_and_content, contract, repeated,
+                        meta={"id": "object", CONTENT: "uint64"})
+    variants = pairs.drop_duplicates().groupby("id")[CONTENT].count()
+    return set(table.compute(variants[variants > 1]).index.tolist())
 
 
-def judge_all(raw, contract: Contract, as_of: pd.Timestamp, client, valid_path, quarantine_path):
-    """Write valid rows and quarantine; return (rows in, rows valid, quarantined, first
-    reasons, scores)."""
-    from dask import delayed
+def _judged(raw: pd.DataFrame, contract: Contract, as_of: pd.Timestamp, conflicting: set):
+    verdict = quality.judge(raw, contract, as_of, conflicting)
+    return ((verdict.valid, verdict.quarantine),
+            (verdict.counts, len(verdict.valid), Counter(verdict.first_reason.tolist())))
 
-    conflicting = conflicting_ids(raw, contract)
-    parts = raw.to_delayed()
-    judged = [delayed(quality.judge)(p, contract, as_of, conflicting) for p in parts]
-    judged = client.persist(judged)   # each partition judged once, read three times below
-    import dask.dataframe as dd
 
-    valid = dd.from_delayed([delayed(lambda v: v.valid)(j) for j in judged], verify_meta=False)
-    quarantine = dd.from_delayed([delayed(lambda v: v.quarantine)(j) for j in judged],
-                                 verify_meta=False)
-    rows_valid = sio.write_file(valid, valid_path, client)
-    rows_quarantined = sio.write_file(quarantine, quarantine_path, client)
-    small = client.compute([delayed(lambda v: (v.counts, Counter(v.first_reason.tolist())))(j)
-                            for j in judged], sync=True)
-    counts = quality.add_counts([c for c, _ in small])
-    reasons = sum((r for _, r in small), Counter())
-    return (counts["rows"], rows_valid, rows_quarantined, reasons,
+def judge_all(table, contract: Contract, as_of: pd.Timestamp, valid_path, quarantine_path):
+    """Write valid rows and quarantine; return (rows in, rows valid, quarantined reasons (the
+    first failed check of each row), scores)."""
+    quality.check_columns(pd.DataFrame(columns=list(table.slices[0].columns)), contract)
+    conflicting = conflicting_ids(table, contract)
+    judged = table.write(_judged, [valid_path, quarantine_path], contract, as_of, conflicting)
+    counts = quality.add_counts([c for c, _, _ in judged])
+    reasons = sum((r for _, _, r in judged), Counter())
+    return (counts["rows"], sum(n for _, n, _ in judged), reasons,
             quality.scores_from_counts(counts, contract))
-
-
-def validate(args, p, contract, as_of: pd.Timestamp, engine: EngineParams) -> str:
-    with cluster.connect(engine) as client:
-        raw = sio.read(args.snapshot, engine.partition_rows)
-        rows_in, rows_valid, rows_quarantined, reasons, scores = judge_all(
-            raw, contract, as_of, client, args.valid, args.quarantine)
-    io.write_json(scores, args.quality)
-    io.write_json(row_report(rows_in, rows_valid,
-                             {f"quarantined:{k}": v for k, v in reasons.items()}), args.metrics)
-    problems = quality.gate(scores, p.min_scores.model_dump(), rows_quarantined, rows_in,
-                            p.max_quarantine_share)
-    if problems:
-        raise StageError("data-quality gate failed: " + "; ".join(problems)
-                         + f" (see {args.quality} and {args.quarantine})")
-    return (f"{rows_valid}/{rows_in} rows meet the contract, {rows_quarantined} quarantined "
-            f"(dask, {raw.npartitions} partitions); accuracy {scores['accuracy']:.3f} "
-            f"completeness {scores['completeness']:.3f} consistency "
-            f"{scores['consistency']:.3f} timeliness {scores['timeliness']:.3f}")
