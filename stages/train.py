@@ -27,7 +27,7 @@ def main() -> str:
         model, report = incremental.continue_champion(champion, p, X, y, X_val, y_val, task.type,
                                                       metric)
     elif p.mode == "online":
-        X, y = features.split_target(io.read_parquet(args.train))
+        X, y = features.read_table(args.train)
         model, report = online_model(p, task.type, X, y, X_val, y_val, metric)
     elif scale_p.method == "xgboost_dask":
         model, report = training.fit_on_cluster(task.type, p, args.train, X_val, y_val, metric,
