@@ -53,13 +53,13 @@ def json_default(value):
 def read_yaml_model(path: str | Path, model, what: str):
     """Read a YAML file into a pydantic model; a missing or malformed file is one StageError
     naming the file and the first bad key."""
-    import yaml
     from pydantic import ValidationError
 
     from lifecycle.errors import StageError
+    from lifecycle.params import read_yaml
 
     try:
-        return model.model_validate(yaml.safe_load(Path(path).read_text()))
+        return model.model_validate(read_yaml(path))
     except FileNotFoundError as exc:
         raise StageError(f"{what} file not found: {path}") from exc
     except ValidationError as exc:

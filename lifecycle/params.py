@@ -450,13 +450,20 @@ SECTIONS: dict[str, type[Section]] = {
 S = TypeVar("S", bound=Section)
 
 
+def read_yaml(path: str | Path):
+    """A YAML file's objects, parsed by libyaml when PyYAML has it: the same safe constructor
+    as yaml.safe_load, 6x faster (every stage reads params.yaml several times, package reads
+    dvc.lock: 0.1-0.2 s a stage with the pure-Python parser)."""
+    return yaml.load(Path(path).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def load(section: str, path: Path = PARAMS_FILE, model: type[S] | None = None) -> S:
     """Read one section of params.yaml and check it against its model."""
     if model is None and section not in SECTIONS:
         raise ValueError(f"no params model for section {section!r}: pass model=")
     model = model or SECTIONS[section]
     try:
-        everything = yaml.safe_load(Path(path).read_text()) or {}
+        everything = read_yaml(path) or {}
     except FileNotFoundError as exc:
         raise ParamsError(f"{path} not found (run from the project root)") from exc
     if section not in everything:

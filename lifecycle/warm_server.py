@@ -150,7 +150,9 @@ class Server:
         self.draining = False
         self.last = time.monotonic()
         self.learn()
-        self.say(f"serving {os.getcwd()} ({len(self.queue)} modules to preload)")
+        self.queue: list[str] = []  # to import between requests
+        self.say(f"serving {os.getcwd()} ({sum(map(len, self.by_module.values()))} modules "
+                 "learned)")
 
     def say(self, text: str) -> None:
         self.log.write(f"{time.strftime('%H:%M:%S')} pid {os.getpid()}: {text}\n")
@@ -167,20 +169,18 @@ class Server:
         learned = read_learned(learned_path(self.folder))
         self.unsafe = set(learned.get("unsafe", []))
         self.by_module = learned.get("by_module", {})
-        self.queue = [m for names in self.by_module.values() for m in names
-                      if m not in self.tried and m not in sys.modules]
 
-    def needed_by(self, module: str) -> list[str]:
-        """What children imported, up to and including `module`'s: a child records only what
-        it lacked, so what it uses may have been learned under an earlier stage."""
-        if module not in self.by_module:
-            return []
-        names = []
+    def split_at(self, module: str) -> tuple[list[str], list[str]]:
+        """What children imported up to and including `module`'s (a child records only what it
+        lacked, so what it uses may be listed under an earlier stage), and after it (what the
+        next stages of a `dvc repro` will want; a lone run of a late stage wants little)."""
+        before: list[str] = []
+        after: list[str] = []
+        seen = module not in self.by_module
         for stage, imported in self.by_module.items():
-            names += imported
-            if stage == module:
-                return names
-        return names
+            (after if seen else before).extend(imported)
+            seen = seen or stage == module
+        return before, after
 
     def preload(self, name: str) -> None:
         if name in self.tried or name in sys.modules or name in self.unsafe:
@@ -252,8 +252,9 @@ class Server:
             if self.draining:
                 send(conn, {"refused": "the server is stale or stopping"})
                 raise ConnectionError("refused")
-            for name in self.needed_by(request["argv"][0]):
-                self.preload(name)  # imported once here, not in every child
+            needed, self.queue = self.split_at(request["argv"][0])
+            for name in needed:
+                self.preload(name)  # imported once here, not in every child; the rest later
             if self.draining:
                 send(conn, {"refused": "the server is stopping"})
                 raise ConnectionError("refused")
@@ -274,7 +275,7 @@ class Server:
         except OSError:
             pass
         pidfd = os.pidfd_open(pid)
-        self.children[pid] = {"conn": conn, "pidfd": pidfd}
+        self.children[pid] = {"conn": conn, "pidfd": pidfd, "module": request["argv"][0]}
         conn.settimeout(None)  # the child says "started" once it has taken the client's place
         self.sel.register(conn, selectors.EVENT_READ, lambda c, pid=pid: self.message(pid, c))
         self.sel.register(pidfd, selectors.EVENT_READ, lambda _fd, pid=pid: self.reap(pid))
@@ -319,7 +320,8 @@ class Server:
                 pass
             child["conn"].close()
         self.last = time.monotonic()
-        self.learn()
+        self.learn()  # what it lacked, the next stages of this run may want too
+        self.queue += self.by_module.get(child["module"], [])
 
     # --- in the child -------------------------------------------------------------------------
     def become_child(self, conn: socket.socket, fds: list[int], request: dict) -> None:

@@ -16,7 +16,6 @@ whose record of those files is stale.
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from lifecycle import cli, io, models, params, persistence, sampling
 from lifecycle.errors import ParamsError, StageError
@@ -46,7 +45,7 @@ def main() -> str:
         args.contract, args.train, args.validation, args.featurizer, args.model, args.scores,
         args.split)}
     provenance = lineage.lineage(
-        yaml.safe_load(Path(args.lock).read_text()) or {}, inputs,
+        params.read_yaml(args.lock) or {}, inputs,
         lineage.imported_code(Path.cwd()),
         {"task": {"type": task}, "featurize.derived": derived, "package": p.model_dump()})
     scores = io.read_json(args.scores)
