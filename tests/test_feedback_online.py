@@ -12,6 +12,7 @@ split's customers cut in two halves, concept-shifted traffic with delayed feedba
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -200,9 +201,11 @@ def test_online_learner_packaged_promoted_and_served(loop_repo: Path, tmp_path: 
 
         # with a looser segment policy: promoted, registered, and the running server switches
         set_params(ws, {"feedback.gate.guardrails.segment_tolerance": 0.1})
+        started = time.monotonic()
         with SlowLoad(server.url, customers) as load:
             proc = feedback_cli(ws, registry, "--server", server.url, "online", "--promote",
                                 "--name", "online-1", *floor)
+        promote_seconds = time.monotonic() - started
         assert proc.returncode == 0, proc.stderr
         assert "registered v1.1.0 (the online learner) in prod" in proc.stderr
         assert set(load.statuses) == {200}, load.statuses  # no failed request
@@ -244,6 +247,14 @@ def test_online_learner_packaged_promoted_and_served(loop_repo: Path, tmp_path: 
     # and the workspace is back to batch retraining
     assert yaml.safe_load((ws / "params.yaml").read_text())["train"]["mode"] == "full"
     assert run(["git", "status", "--porcelain", "params.yaml"], ws).stdout == ""
+    # the learner goes on from where the served version stopped (the same featurizer): the
+    # old window's 300 answers are events now, the served version's 300 the new window
+    assert feedback_cli(ws, registry, "online").returncode in (0, 2)
+    later = json.loads((ws / "metrics" / "online.json").read_text())
+    assert later["checkpoint"]["how"] == f"resumed after {half} events"
+    assert later["events_this_run"] == 300 and later["champion_version"] == "v1.1.0"
     print(f"\nONLINE gate: {json.dumps(promotion['decision']['primary'])}\n"
+          f"ONLINE promote step: {promote_seconds:.0f} s, {len(load.statuses)} requests "
+          f"meanwhile, load average {os.getloadavg()[0]:.1f}\n"
           f"ONLINE parity: {json.dumps(report['online']['parity'])}; "
           f"ONNX: {json.dumps(package['onnx_vs_sklearn'])}")

@@ -22,6 +22,7 @@ import hashlib
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from lifecycle import params
 from lifecycle.errors import StageError
@@ -31,14 +32,14 @@ from lifecycle.feedback.settings import FeedbackParams
 ONLINE = Path("metrics/online.json")
 
 
-def resume(checkpoint: Path, featurizer, op, warm, stream_ids: list[str]):
+def resume(checkpoint: Path, featurizer, op, warm: dict, warm_rows, stream_ids: list[str]):
     """(learner, how it was obtained): the checkpoint's, when it is a prefix of today's stream
-    over the same featurizer, warm rows and params; else a fresh learner warmed on `warm`
-    ((X, y, sha256) or None), to replay every event."""
+    over the same featurizer, warm rows (`warm`: their count and sha256) and params; else a
+    fresh learner warmed on `warm_rows()` ((X, y) or None), to replay every event."""
     def fresh(why: str):
         learner = online.OnlineLearner(featurizer, op.model, op.learning_rate, op.seed)
-        if warm is not None:
-            learner.warm(*warm)
+        if warm["rows"]:
+            learner.warm(*warm_rows(), warm["sha256"])
         return learner, f"replayed from scratch ({why})"
 
     if op.model != "logistic_regression":
@@ -52,9 +53,7 @@ def resume(checkpoint: Path, featurizer, op, warm, stream_ids: list[str]):
            "feedback.online params changed" if {k: state["learner"].get(k) for k in spec} != spec
            else "the champion's featurizer changed"
            if state["featurizer"] != online.featurizer_hash(featurizer) else
-           "the train split changed" if state["warm"] != {
-               "rows": 0 if warm is None else len(warm[1]),
-               "sha256": None if warm is None else warm[2]} else
+           "the train split changed" if state["warm"] != warm else
            f"it learned {n} events, not the first {n} of today's stream (late outcomes, or an "
            f"earlier window)" if n > len(stream_ids) or
            online.chain("", stream_ids[:n]) != state["events_digest"] else None)
@@ -98,11 +97,13 @@ def run(repo: str | Path = ".", model: str = "churn-model") -> dict:
                 (rows[target].astype(str) == positive).to_numpy(int))
 
     train = repo / "data" / "processed" / "train.parquet"
-    warm = (*prepared(pd.read_parquet(train)), hashlib.sha256(train.read_bytes()).hexdigest()) \
-        if train.is_file() else None
+    warm = {"rows": pq.ParquetFile(train).metadata.num_rows,
+            "sha256": hashlib.sha256(train.read_bytes()).hexdigest()} if train.is_file() \
+        else {"rows": 0, "sha256": None}
     checkpoint = repo / fp.online.checkpoint
     featurizer = champion.pipeline.named_steps["features"]
-    learner, how = resume(checkpoint, featurizer, fp.online, warm, ids)
+    learner, how = resume(checkpoint, featurizer, fp.online, warm,
+                          lambda: prepared(pd.read_parquet(train)), ids)
     done = learner.events
     X, y = prepared(stream.iloc[done:])
     scores = learner.learn_events(X, y, ids[done:], times[done:])
