@@ -8,7 +8,7 @@ export PATH := $(BIN):$(PATH)
 .PHONY: predict serve register registry-export bench-serving prometheus
 .PHONY: consume produce bench-events
 .PHONY: monitor simulate bench-monitoring
-.PHONY: retrain feedback-loop promote watch bench-feedback
+.PHONY: retrain feedback-loop promote watch online promote-online bench-feedback
 
 run: install                          ## create the venv, install, and run the whole DAG
 	dvc repro
@@ -140,6 +140,12 @@ promote: install                      ## register the judged challenger as the n
 
 watch: install                        ## the promoted version's first window vs the old one; rolls back when worse: make watch NEW=v1.1.0 OLD=v1.0.0
 	python -m lifecycle.feedback --registry '$(REGISTRY)' $(if $(SERVER),--server '$(SERVER)') watch --new $(NEW) --old $(OLD)
+
+online: install                       ## the online learner in shadow over the registry: resume its checkpoint, learn, judge (metrics/online.json; exit 2: not promotable)
+	python -m lifecycle.feedback --registry '$(REGISTRY)' online
+
+promote-online: install               ## the shadow learner, when it wins: bundle (train.mode online), the whole gate, GTO prod, SERVER=url switches (SET=key=value: a packaging param)
+	python -m lifecycle.feedback --registry '$(REGISTRY)' $(if $(SERVER),--server '$(SERVER)') online --promote $(if $(SET),--set '$(SET)')
 
 feedback-loop: install                ## for cron: monitor; on an alert retrain, judge and promote (TRIGGER=always: on a schedule)
 	python -m lifecycle.feedback --registry '$(REGISTRY)' $(if $(SERVER),--server '$(SERVER)') loop --trigger $(or $(TRIGGER),alert) --promote --train-on $(TRAIN_ON)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from sklearn.base import clone
 
 from lifecycle import features
 from lifecycle.errors import StageError
@@ -32,7 +34,7 @@ from lifecycle.packaging.runtime import load_bundle
 from lifecycle.serving.deploy import VariantSpec, fetch_bundle
 from tests.conftest import run
 from tests.helpers_serving import registry_rows
-from tests.helpers_stages import set_params
+from tests.helpers_stages import assert_one_error_line, run_stage_process, set_params
 from tests.test_feedback_e2e import (  # noqa: F401 - loop_repo: the fixture
     feedback_cli,
     loop_repo,
@@ -114,6 +116,29 @@ def test_bad_learners_are_refused_in_one_line(rows, reproduced, tmp_path):
     shadow = {"learner": "logistic_regression", "seen": {"events": 0}, "promote": True}
     with pytest.raises(StageError, match="learned no feedback events: nothing to promote"):
         ready(shadow, None)
+
+
+@pytest.mark.parametrize("case, words", [
+    ("no events", "the learner has learned no feedback events"),
+    ("another featurizer", "learned over another featurizer than train.champion's"),
+])
+def test_train_stage_refuses_a_checkpoint_in_one_line(case, words, rows, featurized, reproduced,
+                                                      tmp_path):
+    """`train.mode: online` as DVC runs it (its own process): a checkpoint it cannot package
+    stops the stage with one line naming train.online."""
+    featurizer, train, test = rows
+    ws = tmp_path / "project"
+    shutil.copytree(featurized, ws)
+    learner = OnlineLearner(featurizer, "logistic_regression", 0.05, 42).warm(*train)
+    if case == "another featurizer":
+        learner = learner_on(featurizer, train, test, 0, 100, learner)
+        learner.featurizer = clone(featurizer).fit(test[0].head(500))
+    online.save_checkpoint(learner, ws / "learner.json")
+    set_params(ws, {"train.mode": "online", "train.online": "learner.json",
+                    "train.champion": str(reproduced / "models" / "bundle")})
+    proc = run_stage_process(ws, "train")
+    assert proc.returncode == 1
+    assert_one_error_line(proc.stderr, "train", "train.online: learner.json", words)
 
 
 class SlowLoad:
