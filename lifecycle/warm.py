@@ -7,14 +7,15 @@ and forks a child per stage; the child takes the client's stdin/stdout/stderr (p
 socket), argv, cwd, environment and umask, runs the module as `__main__` with runpy, and its exit
 status comes back to the client, which exits with it (a signal n: 128 + n).
 
-- Fresh code: the project's own modules (those whose file lies in the current directory) are never
-  kept in the server: a child imports them from disk, as a cold process would. Third-party
-  modules are kept, and the server records (path, mtime_ns, size, inode) of each, and the mtime of
-  each sys.path folder (a pip install changes it); before every fork it looks again, and on any
-  change it refuses, exits, and the client starts a fresh server.
-- What is preloaded is learned, not listed: each child writes the third-party modules it imported
-  to `modules-<interpreter>.json` in the runtime folder; a server imports those, in that order,
-  between requests (a request never waits for the whole list).
+- Fresh code: the project's own modules (anything outside site-packages and the standard
+  library) are never kept in the server: a child imports them from disk, as a cold process
+  would. Installed modules are kept, and the server records (path, mtime_ns, size, inode) of
+  each, and of each site-packages folder (a pip install changes it); before every fork it looks
+  again, and on any change it refuses, exits, and the client starts a fresh server.
+- What is preloaded is learned, not listed: each child writes the installed modules it imported
+  to `modules-<interpreter>.json` in the runtime folder, under its module's name. Before forking
+  a stage the server imports what was learned up to that stage; between requests, what the
+  stages after it imported (a `dvc repro` asks for them next).
 - One server per (project folder, interpreter, flags, import-time environment: see KEY_PREFIXES),
   in a folder only this user can open (0700, LIFECYCLE_WARM_DIR overrides where); it checks the
   peer's uid too. It exits after LIFECYCLE_WARM_IDLE seconds (default 30) without a request.

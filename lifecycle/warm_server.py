@@ -3,6 +3,13 @@
 One thread, one selector: the listening socket, each client's connection (a signal to forward,
 or its end: then the child is killed) and each child's pidfd (its exit status goes back). Between
 events it imports the next learned module, so a request never waits for the whole preload.
+
+Threads and fork: the server starts no Python thread, and a module whose import starts one is
+never preloaded again (a fork copies a lock another thread may hold). Native pools that imports
+start (numpy's and scipy's OpenBLAS, pyarrow's jemalloc) register fork handlers (pthread_atfork)
+that stop or reset their threads around a fork; a child sees the BLAS kernels and thread count
+a cold process sees (lifecycle/__init__.py's pin is in the server's environment before numpy
+loads), and writes the same bytes (tests/test_warm.py).
 """
 
 from __future__ import annotations
