@@ -262,7 +262,13 @@ def test_online_learner_packaged_promoted_and_served(loop_repo: Path, tmp_path: 
     package = json.loads(run(["git", "show", f"{at}:metrics/package.json"], ws).stdout)
     assert package["onnx_vs_sklearn"]["ok"] and package["version"] == new_version
     # the registered bundle (fetched as the server fetched it) is the learner, weight for weight
-    bundle = load_bundle(fetch_bundle(VariantSpec(version="v1.1.0"), "churn-model", ws))
+    fetched = fetch_bundle(VariantSpec(version="v1.1.0"), "churn-model", ws)
+    bundle = load_bundle(fetched)
+    card = (fetched / "model_card.md").read_text()
+    assert "the online learner's weights" in card and "mode: online" in card
+    assert "class_weight" not in card  # train fitted nothing: its family's knobs do not apply
+    v1 = fetch_bundle(VariantSpec(version="v1.0.0"), "churn-model", ws) / "model_card.md"
+    assert "mode:" not in v1.read_text() and "online:" not in v1.read_text()  # full mode
     assert bundle.pipeline[-1].coef_[0].tolist() == checkpoint["weights"]
     learner = OnlineLearner.from_state(checkpoint, bundle.pipeline.named_steps["features"])
     sample = pd.read_parquet(newer).head(300)

@@ -25,8 +25,13 @@ def model_card(*, name: str, task: str, contract: Contract, inference: dict, sco
                      f"({len(inference['classes'])} classes); prediction = most probable class.")
     else:
         lines.append(f"- Task: regression of `{target}`.")
-    family = lineage_info.get("params", {}).get("train", {}).get("model")
+    train = lineage_info.get("params", {}).get("train", {})
+    family = train.get("model")
     chosen = f" (`train.model: {family}`)" if family else ""
+    if train.get("mode") == "online":
+        chosen += (": the online learner's weights (checkpoint `train.online`, learned over "
+                   "the featurizer of the champion `train.champion`), converted exactly; "
+                   "nothing fitted by train (its metrics/train.json: events, parity)")
     lines += [
         f"- Estimator: {inference['estimator']}{chosen}, over "
         f"{len(inference['feature_names'])} model features built from "
@@ -83,17 +88,21 @@ def model_card(*, name: str, task: str, contract: Contract, inference: dict, sco
 
 def _modelling_params(params: dict) -> dict:
     """task, split, featurize and train params, train trimmed to the chosen family's section
-    (and to mode, champion and incremental when the model continued a champion)."""
+    (and to mode, champion and incremental when the model continued a champion; to mode,
+    champion and the checkpoint when it is the online learner, which train fitted nothing of)."""
     shown = {k: params[k] for k in ("task", "split", "featurize") if k in params}
     train = params.get("train")
     if isinstance(train, dict):
-        family = train.get("model")
-        continued = train.get("mode") == "incremental"
+        family, mode = train.get("model"), train.get("mode", "full")
+        if mode == "online":
+            shown["train"] = {k: train.get(k) for k in ("mode", "champion", "online", "model")}
+            return shown
+        continued = mode == "incremental"
         shown["train"] = {k: v for k, v in train.items()
                           if (not isinstance(v, dict) or k == family
                               or (k == "search" and v.get("method", "none") != "none")
                               or (k == "incremental" and continued))
-                          and (continued or k not in ("mode", "champion"))}
+                          and (continued or k not in ("mode", "champion")) and k != "online"}
     return shown
 
 
