@@ -125,7 +125,7 @@ monitor: install                      ## export the registry, judge its windows 
 	python -m lifecycle.monitoring gate monitoring/out/results.json
 
 simulate: install                     ## replay held-out rows through the API: make simulate SHIFT=price RATE=100 FEEDBACK_DELAY=5
-	python -m lifecycle.monitoring.simulate --url '$(URL)' --shift $(SHIFT) --rate $(RATE) --feedback-delay $(FEEDBACK_DELAY) --rows $(ROWS)
+	python -m lifecycle.monitoring.simulate --url '$(URL)' --shift $(SHIFT) --rate $(RATE) --feedback-delay $(FEEDBACK_DELAY) --rows $(ROWS) $(if $(CUSTOMERS),--customers $(CUSTOMERS))
 
 bench-monitoring: install             ## alarm rates per shift x check, label-free coverage, scale; Evidently side by side
 	python bench/monitoring_power.py
@@ -133,7 +133,7 @@ bench-monitoring: install             ## alarm rates per shift x check, label-fr
 # The feedback loop (README "Feedback loop", docs/feedback.md)
 TRAIN_ON ?= both
 retrain: install                      ## registry -> DVC experiment on original + production rows -> the gate (metrics/promotion.json); exit 2: champion kept
-	python -m lifecycle.feedback --registry '$(REGISTRY)' retrain --train-on $(TRAIN_ON)
+	python -m lifecycle.feedback --registry '$(REGISTRY)' retrain --train-on $(TRAIN_ON) --mode $(or $(MODE),full)
 
 promote: install                      ## register the judged challenger as the next version in prod (SERVER=url: the running server loads it and switches)
 	python -m lifecycle.feedback $(if $(SERVER),--server '$(SERVER)') promote
@@ -148,7 +148,7 @@ promote-online: install               ## the shadow learner, when it wins: bundl
 	python -m lifecycle.feedback --registry '$(REGISTRY)' $(if $(SERVER),--server '$(SERVER)') online --promote $(if $(SET),--set '$(SET)')
 
 feedback-loop: install                ## for cron: monitor; on an alert retrain, judge and promote (TRIGGER=always: on a schedule)
-	python -m lifecycle.feedback --registry '$(REGISTRY)' $(if $(SERVER),--server '$(SERVER)') loop --trigger $(or $(TRIGGER),alert) --promote --train-on $(TRAIN_ON)
+	python -m lifecycle.feedback --registry '$(REGISTRY)' $(if $(SERVER),--server '$(SERVER)') loop --trigger $(or $(TRIGGER),alert) --promote --train-on $(TRAIN_ON) --mode $(or $(MODE),full)
 
 bench-feedback: install               ## the gate's false-promotion rate and power over seeds; full vs incremental vs online
 	python bench/feedback_gate.py

@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument("--judge", type=int, default=800)
     parser.add_argument("--scenarios", default="none/both,none/production,concept/both,"
                                                 "concept/production,prior/both")
+    parser.add_argument("--customers", choices=["new", "replayed"], default="new",
+                        help="production and judged rows as new customers (`make simulate`'s "
+                        "default) or the pool's customers replayed")
     args = parser.parse_args()
 
     import numpy as np
@@ -61,7 +64,8 @@ def main() -> None:
         shift, data = scenario.split("/")
         promoted, diffs, lows, fit_s, blocked = 0, [], [], [], {}
         for seed in range(args.seeds):
-            production, window = p.windows(shift, seed, args.production, args.judge)
+            production, window = p.windows(shift, seed, args.production, args.judge,
+                                           args.customers)
             fit_rows = production if data == "production" else pd.concat(
                 [train, production], ignore_index=True)
             t0 = time.perf_counter()
@@ -102,7 +106,7 @@ def main() -> None:
                          "fit_seconds_median": round(float(np.median(fit_s)), 3),
                          "blocked_by": blocked})
         print(json.dumps(rows_out[-1]), flush=True)
-    summary = {"metric": metric, "min_effect": fp.gate.min_effect,
+    summary = {"customers": args.customers, "metric": metric, "min_effect": fp.gate.min_effect,
                "confidence": fp.gate.confidence, "production_rows": args.production,
                "judge_rows": args.judge, "load_average_1m_start": round(load, 2),
                "load_average_1m_end": round(os.getloadavg()[0], 2),

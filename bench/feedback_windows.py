@@ -49,17 +49,23 @@ class Project:
     def labels(self, rows):
         return (rows[self.target].astype(str) == self.positive).to_numpy(int)
 
-    def windows(self, shift: str, seed: int, production: int, judge: int):
-        """(`production` rows to retrain on, a `judge` window), from disjoint halves."""
+    def windows(self, shift: str, seed: int, production: int, judge: int,
+                customers: str = "new"):
+        """(`production` rows to retrain on, a `judge` window), from disjoint halves; as new
+        customers (what `make simulate` sends: `simulate.new_customers`) or `replayed`."""
         import numpy as np
 
-        from lifecycle.monitoring.simulate import draw
+        from lifecycle.monitoring.simulate import draw, new_customers
 
         order = np.random.default_rng(10_000 + seed).permutation(len(self.pool))
         half = len(self.pool) // 2
         args = (self.target, self.positive, self.negative)
-        return (draw(self.pool.iloc[order[:half]], shift, production, seed, *args),
-                draw(self.pool.iloc[order[half:]], shift, judge, seed + 1, *args))
+        parts = (draw(self.pool.iloc[order[:half]], shift, production, seed, *args),
+                 draw(self.pool.iloc[order[half:]], shift, judge, seed + 1, *args))
+        if customers == "replayed":
+            return parts
+        return tuple(new_customers(rows, self.contract, seed + i)
+                     for i, rows in enumerate(parts))
 
 
 def project() -> Project:

@@ -23,9 +23,6 @@ the second the newer windows the gate and the rollback rule judge on.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -34,61 +31,18 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-import yaml
 
 from lifecycle.feedback import rollout
 from tests.conftest import run
+from tests.helpers_feedback import GIT_USER, feedback_cli, project_with_v1, serve, simulate
 from tests.helpers_process import free_port
-from tests.helpers_serving import ADMIN_TOKEN, BIN, Server, records_from, signature_of
-
-GIT_USER = ["-c", "user.name=t", "-c", "user.email=t@t"]
+from tests.helpers_serving import Server, records_from, signature_of
 
 
 @pytest.fixture(scope="module")
 def loop_repo(reproduced: Path, tmp_path_factory) -> Path:
-    """A copy of the reproduced project (its DVC cache too), v1 committed and in prod, with the
-    monitoring pipeline and small windows."""
-    ws = tmp_path_factory.mktemp("loop") / "project"
-    shutil.copytree(reproduced, ws, symlinks=True)
-    config = yaml.safe_load((ws / "params.yaml").read_text())
-    config["monitor"]["window"]["size"] = 300
-    config["collect"]["production"]["judge_rows"] = 300
-    config["feedback"]["rollback"]["window_rows"] = 300
-    config["explain"].update(lime=False, n_repeats=1, samples=1, shap_rows=50)  # the retrain's
-    #                                                  cost is the DAG's: keep its extras small
-    (ws / "params.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    run(["git", "add", "-A"], ws)
-    run(["git", *GIT_USER, "commit", "-qm", "v1"], ws)
-    run(["gto", "register", "churn-model", "HEAD", "--version", "v1.0.0"], ws)
-    run(["gto", "assign", "churn-model", "--version", "v1.0.0", "--stage", "prod"], ws)
-    return ws
-
-
-def simulate(server: Server, ws: Path, shift: str, pool: Path, rows: int, seed: int) -> dict:
-    """`make simulate`: rows through /predict, each outcome 0.2 s after its answer."""
-    proc = subprocess.run(
-        [str(BIN / "python"), "-m", "lifecycle.monitoring.simulate", "--url", server.url,
-         "--shift", shift, "--rows", str(rows), "--rate", "0", "--feedback-delay", "0.2",
-         "--pool", str(pool), "--contract", str(ws / "contract.yaml"), "--seed", str(seed)],
-        cwd=ws, capture_output=True, text=True, env=server.env)
-    assert proc.returncode == 0, proc.stderr
-    counts = json.loads(proc.stderr.strip().splitlines()[-1].split(": ", 2)[2])
-    assert counts["answered"] == counts["feedback"] == rows and not counts["failed"], counts
-    return counts
-
-
-def feedback_cli(ws: Path, registry: str, *args: str, token: str = ADMIN_TOKEN
-                 ) -> subprocess.CompletedProcess:
-    """`python -m lifecycle.feedback --registry ... <args>`: what the make targets run."""
-    return run([sys.executable, "-m", "lifecycle.feedback", "--registry", registry, *args], ws,
-               check=False, env={"SERVING_ADMIN_TOKEN": token})
-
-
-def serve(ws: Path, where: Path, registry: str, deployment: dict) -> Server:
-    where.mkdir(parents=True, exist_ok=True)
-    (where / "deploy.yaml").write_text(yaml.safe_dump(deployment, sort_keys=False))
-    return Server("--deployment", str(where / "deploy.yaml"), "--repo", str(ws), cwd=where,
-                  registry=registry)
+    """The reproduced project, v1 in prod, the monitoring pipeline, windows of 300."""
+    return project_with_v1(reproduced, tmp_path_factory.mktemp("loop") / "project", 300)
 
 
 @contextmanager
@@ -192,6 +146,11 @@ def test_alert_retrain_promote_switch_recover_and_roll_back(loop_repo: Path, tmp
         manifest = json.loads((ws / "data" / "raw" / "manifest.json").read_text())
         assert manifest["train_on"] == "both" and manifest["production"]["judge_rows"] == 300
         assert manifest["production"]["rows"] == half  # every older answer, none of the newest
+        # the simulator's customers are new ones: preprocess keeps their rows (a replayed
+        # customer's row duplicates the source's and is removed)
+        trained = pd.concat([pd.read_parquet(ws / "data" / "processed" / f"{name}.parquet")
+                             for name in ("train", "validation", "test")])
+        assert trained["customer_id"].str.startswith("masked:").sum() >= 0.98 * half
 
         # no server listening: the same undo, one line
         proc = feedback_cli(ws, registry, "--server", f"http://127.0.0.1:{free_port()}",

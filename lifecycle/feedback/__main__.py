@@ -1,7 +1,8 @@
 """`python -m lifecycle.feedback {retrain,judge,promote,watch,loop}`: the feedback loop.
 
   retrain  export the registry, run the DAG as a DVC experiment on the refreshed data, judge
-           the challenger against the champion (stage prod) -> metrics/promotion.json
+           the challenger against the champion (stage prod) -> metrics/promotion.json;
+           --mode incremental: the champion continues on the new train rows only
   judge    only the judgement (the experiment already in the workspace)
   promote  register the judged challenger as the next version in prod; --server: the running
            blue/green server loads it into its idle slot and switches to it (no restart)
@@ -45,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         s = sub.add_parser(name)
         s.add_argument("--train-on", choices=["production", "both"], default="both")
         s.add_argument("--name", help="the experiment's name")
+        s.add_argument("--mode", choices=["full", "incremental"], default="full",
+                       help="incremental: continue the champion (stage prod) on the new train "
+                       "rows only (train.mode; docs/feedback.md)")
         if name == "loop":
             s.add_argument("--trigger", choices=["alert", "always"], default="alert",
                            help="alert: retrain only when monitoring raised an alert")
@@ -82,9 +86,9 @@ def _run(args, token: str | None) -> int:
     if args.command in ("retrain", "loop"):
         rows = loop.export(args.registry, os.path.join(repo, export))
         until = loop.newest_labelled(os.path.join(repo, export))
-        loop.log(f"{rows} recorded answers -> {export}; retraining on {args.train_on} "
-                 f"up to {until.isoformat()}")
-        loop.retrain(args.train_on, until, args.name, repo)
+        loop.log(f"{rows} recorded answers -> {export}; retraining ({args.mode}) on "
+                 f"{args.train_on} up to {until.isoformat()}")
+        loop.retrain(args.train_on, until, args.name, repo, args.mode, args.model)
     if args.command == "online":
         loop.export(args.registry, Path(repo) / export)
         out = shadow.run(repo, args.model)

@@ -3,7 +3,8 @@ judge the challenger against the champion, promote (GTO + the server's switch), 
 promotion (rollback).
 
     retrain: registry -> Parquet; `dvc exp run -S collect.train_on=both
-             -S collect.production.until=<newest labelled answer> -S validate.as_of=<same>`
+             -S collect.production.until=<newest labelled answer> -S validate.as_of=<same>
+             -S train.mode=full` (incremental: the prod bundle continued on the new rows)
     judge:   champion (the bundle at stage prod) vs challenger (models/bundle) on the newest
              `collect.production.judge_rows` labelled answers, which neither trained on
              -> metrics/promotion.json
@@ -16,6 +17,7 @@ promotion (rollback).
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,12 +65,17 @@ def newest_labelled(path: str | Path) -> pd.Timestamp:
 
 
 def retrain(train_on: str, until: pd.Timestamp, name: str | None = None,
-            repo: str | Path = ".") -> str:
-    """Run the DAG as a DVC experiment on the refreshed data; returns dvc's output."""
+            repo: str | Path = ".", mode: str = "full", model: str = "churn-model") -> str:
+    """Run the DAG as a DVC experiment on the refreshed data; returns dvc's output. `mode`
+    incremental: the champion (stage prod) continues on the new train rows
+    (`train.champion`: its bundle copied to models/champion/<version>)."""
     # rounded up to the microsecond: the newest answer (nanoseconds) must stay inside `until`
     stamp = until.tz_convert("UTC").ceil("us").strftime("%Y-%m-%dT%H:%M:%S.%f")
     cmd = ["dvc", "exp", "run", "-S", f"collect.train_on={train_on}",
-           "-S", f"collect.production.until='{stamp}'", "-S", f"validate.as_of='{stamp}'"]
+           "-S", f"collect.production.until='{stamp}'", "-S", f"validate.as_of='{stamp}'",
+           "-S", f"train.mode={mode}"]
+    if mode == "incremental":
+        cmd += ["-S", f"train.champion={champion_copy(repo, model)}"]
     if name:
         cmd += ["--name", name]
     proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
@@ -76,6 +83,26 @@ def retrain(train_on: str, until: pd.Timestamp, name: str | None = None,
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
         raise StageError(f"retraining failed (dvc exp run exited {proc.returncode}):\n{tail}")
     return proc.stdout
+
+
+CHAMPIONS = Path("models") / "champion"  # prod bundles incremental retraining continues
+
+
+def champion_copy(repo: str | Path = ".", model: str = "churn-model") -> str:
+    """The bundle at stage prod (fetched at its revision, hash-checked against its dvc.lock)
+    copied to models/champion/<version> (git-ignored, outside the DAG's outputs), for
+    `train.champion`; the path names the version, so a new champion is a changed param."""
+    from lifecycle.serving.deploy import VariantSpec, fetch_bundle
+
+    version = rollout.prod_version(model, repo)
+    if version is None:
+        raise StageError(f"incremental retraining continues the champion at stage prod: no "
+                         f"version of {model} is in prod yet (register one first)")
+    source = fetch_bundle(VariantSpec(stage="prod"), model, repo)
+    dest = Path(repo) / CHAMPIONS / version
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(source, dest)
+    return (CHAMPIONS / version).as_posix()
 
 
 def judge_window(repo: str | Path = ".") -> tuple[pd.DataFrame, str]:

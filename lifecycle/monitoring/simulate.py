@@ -112,6 +112,48 @@ def draw(pool: pd.DataFrame, shift: str, n: int, seed: int, target: str, positiv
     return rows
 
 
+def new_customers(rows: pd.DataFrame, contract, seed: int, spread: float = 0.03
+                  ) -> pd.DataFrame:
+    """The drawn rows as new customers, so production rows are records of their own (a replayed
+    customer is a copy of a source row, which preprocess removes as a duplicate when retraining
+    trains on both): a fresh id per row (`sim<seed>-<n>`, so the same seed gives the same
+    customers), a fresh address for each personal-data string column, and the row's float
+    inputs (the demo's monthly and total charges) scaled by one factor per row, exp(N(0,
+    `spread`)) (ratios between them, e.g. total / monthly = tenure, stay), rounded to cents
+    and kept within the contract's bounds. Everything else, the outcome included, is the real
+    customer's."""
+    rng = np.random.default_rng([seed, 1])  # a stream of its own: the draw is unchanged
+    out = rows.copy()
+    ids = [f"sim{seed}-{i:06d}" for i in range(len(out))]
+    if contract.id in out:
+        out[contract.id] = ids
+    for name in contract.personal_data:
+        if name in out and name != contract.id and contract.columns[name].type == "string":
+            out[name] = [f"{i}@example.com" for i in ids]
+    factor = np.exp(rng.normal(0.0, spread, len(out)))
+    for name in contract.feature_columns:
+        spec = contract.columns[name]
+        if spec.type == "float" and name in out:
+            scaled = (out[name].astype("float64") * factor).round(2)
+            out[name] = scaled.clip(spec.min, spec.max)
+    return out
+
+
+def as_requests(rows: pd.DataFrame, contract) -> tuple[pd.DataFrame, list[str]]:
+    """What a client sends: the whole record as the source has it, the outcome excepted (the
+    registry masks personal data; the carried columns are never features), dates written in
+    the contract's format; and those fields."""
+    fields = [c for c in contract.columns if c in rows and c != contract.target.column]
+    out = rows.copy()
+    for name in fields:
+        spec = contract.columns[name]
+        if spec.type == "datetime" and pd.api.types.is_datetime64_any_dtype(out[name]):
+            fmt = spec.format if isinstance(spec.format, str) and "%" in spec.format \
+                else "%Y-%m-%dT%H:%M:%S"
+            out[name] = out[name].dt.strftime(fmt).astype(object)
+    return out, fields
+
+
 def score_window(bundle, rows: pd.DataFrame, target: str, fields: list[str],
                  start: float = 0.0) -> pd.DataFrame:
     """In-process twin of replay + export: the rows the registry would hold for this window
@@ -204,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="held-out rows to replay (see the module docstring)")
     parser.add_argument("--contract", default="contract.yaml")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--customers", choices=["new", "replayed"], default="new",
+                        help="new: each drawn row as a new customer (fresh id, float inputs "
+                        "jittered, `new_customers`); replayed: the pool's customers as they are")
     args = parser.parse_args(argv)
     from lifecycle.contract import load_contract
 
@@ -215,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     target, positive = contract.target.column, str(contract.target.positive)
     negative = next(str(v) for v in contract.columns[target].allowed if str(v) != positive)
     rows = draw(pool, args.shift, args.rows, args.seed, target, positive, negative)
-    fields = [contract.id, *contract.feature_columns]
+    if args.customers == "new":
+        rows = new_customers(rows, contract, args.seed)
+    rows, fields = as_requests(rows, contract)
     counts = replay(args.url, rows, fields, target, args.rate, args.feedback_delay,
                     args.feedback_share, args.seed)
     print(f"simulate: shift {args.shift}: {json.dumps(counts)}", file=sys.stderr)

@@ -273,106 +273,88 @@ def create_app(deployment: Deployment, variants: dict[str, Variant], registry: R
             "limits": {"max_records": MAX_RECORDS, "max_body_bytes": MAX_BODY_BYTES},
         })
 
-    def authorised(request: Request) -> Response | None:
-        if not admin_token:
-            return _json({"detail": f"admin endpoints are disabled: start the server with "
-                                    f"{ADMIN_TOKEN_ENV} set"}, 403)
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {admin_token}".encode()):
-            return _json({"detail": "missing or wrong admin token (Authorization: Bearer ...)"},
-                         401)
-        return None
+    def admin(body: type[BaseModel] | None = None, required: bool = True):
+        """The one dependency of every /admin route: the token first (nobody without it gets
+        a body parsed: 403 when admin is disabled, 401 for a missing or wrong token), then the
+        route's body, if it takes one: declared JSON (415), valid (422, one line naming the
+        field); an empty body is None when not `required`."""
+        adapter = TypeAdapter(body) if body is not None else None
+
+        async def check(request: Request) -> BaseModel | None:
+            if not admin_token:
+                raise HTTPException(403, f"admin endpoints are disabled: start the server "
+                                         f"with {ADMIN_TOKEN_ENV} set")
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {admin_token}".encode()):
+                raise HTTPException(401, "missing or wrong admin token (Authorization: "
+                                         "Bearer ...)")
+            if adapter is None:
+                return None
+            raw = await request.body()
+            if not required and not raw.strip():
+                return None
+            if not is_json(request.headers.get("content-type")):
+                raise HTTPException(415, f"send the body as {JSON}")
+            try:
+                return adapter.validate_json(raw)
+            except ValidationError as exc:
+                raise HTTPException(422, one_line(exc)) from None
+
+        return Depends(check)
+
+    def change(step, *args) -> dict:
+        """A deployment change; one the deployment's state refuses is a 409 with its line."""
+        try:
+            return step(*args)
+        except StageError as exc:
+            raise HTTPException(409, str(exc)) from None
 
     admin_responses = {401: {"description": "missing or wrong token"},
                        403: {"description": "admin disabled (no token configured)"},
                        409: {"description": "not possible in this deployment's state"}}
+    body_responses = {**admin_responses, 415: {"description": "the body is not JSON"},
+                      422: {"description": "invalid body"}}
 
-    switch_body = TypeAdapter(Switch)
+    def body_schema(model: type[BaseModel], required: bool) -> dict:
+        return {"requestBody": {"required": required, "content": {JSON: {
+            "schema": model.model_json_schema()}}}}
+
+    # the dependencies of the routes that take a body (token, then body)
+    switch_body, share_body, load_body = admin(Switch, required=False), admin(Share), admin(Load)
 
     @app.post("/admin/switch", summary="Blue/green: make a slot live", tags=["admin"],
-              responses={**admin_responses, 415: {"description": "the body is not JSON"},
-                         422: {"description": "invalid body"}},
-              openapi_extra={"requestBody": {"required": False, "content": {JSON: {
-                  "schema": Switch.model_json_schema()}}}})
-    async def switch(request: Request) -> Response:
-        # the token is checked first: nobody without it gets the body parsed
-        if (refused := authorised(request)) is not None:
-            return refused
-        raw = await request.body()
-        to = None
-        if raw.strip():
-            if not is_json(request.headers.get("content-type")):
-                return _json({"detail": f"send the body as {JSON}"}, 415)
-            try:
-                to = switch_body.validate_json(raw).to
-            except ValidationError as exc:
-                return _json({"detail": exc.errors(include_url=False, include_context=False,
-                                                   include_input=False)}, 422)
-        try:
-            state = router.switch(to)
-        except StageError as exc:
-            return _json({"detail": str(exc)}, 409)
+              responses=body_responses, openapi_extra=body_schema(Switch, False))
+    async def switch(wanted: Switch | None = switch_body) -> Response:
+        state = change(router.switch, wanted.to if wanted else None)
         log.warning("blue/green: %s is live (was %s)", state["live"], state.get("previous"))
         return _json(state)
 
     @app.post("/admin/rollback", summary="Blue/green: make the previous slot live again",
-              tags=["admin"], responses=admin_responses)
-    async def rollback(request: Request) -> Response:
-        if (refused := authorised(request)) is not None:
-            return refused
-        try:
-            state = router.rollback()
-        except StageError as exc:
-            return _json({"detail": str(exc)}, 409)
+              tags=["admin"], responses=admin_responses, dependencies=[admin()])
+    async def rollback() -> Response:
+        state = change(router.rollback)
         log.warning("blue/green: rolled back, %s is live", state["live"])
         return _json(state)
 
-    share_body = TypeAdapter(Share)
-
     @app.post("/admin/share", summary="Canary: the challenger's share of customers",
-              tags=["admin"],
-              responses={**admin_responses, 415: {"description": "the body is not JSON"},
-                         422: {"description": "invalid body"}},
-              openapi_extra={"requestBody": {"required": True, "content": {JSON: {
-                  "schema": Share.model_json_schema()}}}})
-    async def share(request: Request) -> Response:
-        if (refused := authorised(request)) is not None:
-            return refused
-        if not is_json(request.headers.get("content-type")):
-            return _json({"detail": f"send the body as {JSON}"}, 415)
-        try:
-            wanted = share_body.validate_json(await request.body()).share
-        except ValidationError as exc:
-            return _json({"detail": one_line(exc)}, 422)
-        try:
-            state = router.ramp(wanted)
-        except StageError as exc:
-            return _json({"detail": str(exc)}, 409)
+              tags=["admin"], responses=body_responses, openapi_extra=body_schema(Share, True))
+    async def share(wanted: Share = share_body) -> Response:
+        state = change(router.ramp, wanted.share)
         log.warning("canary: challenger %s now answers %.0f%% of customers", state["challenger"],
-                    wanted * 100)
+                    wanted.share * 100)
         return _json(state)
 
-    load_body = TypeAdapter(Load)
     loading = asyncio.Lock()  # one load at a time: two would race for the idle slot
 
     @app.post("/admin/load", summary="Load a bundle into an idle slot of the running server",
               tags=["admin"],
-              responses={**admin_responses, 415: {"description": "the body is not JSON"},
-                         422: {"description": "invalid body, or a bundle that cannot be "
-                                              "served (tampered, outside the root, unknown)"}},
-              openapi_extra={"requestBody": {"required": True, "content": {JSON: {
-                  "schema": Load.model_json_schema()}}}})
-    async def load(request: Request) -> Response:
+              responses={**body_responses, 422: {"description": "invalid body, or a bundle "
+                                                 "that cannot be served (tampered, outside the "
+                                                 "root, unknown)"}},
+              openapi_extra=body_schema(Load, True))
+    async def load(spec: Load = load_body) -> Response:
         # the bundle is fetched and verified off the event loop; requests go on meanwhile,
         # and the slot changes in one step on the loop (`PredictionService.replace`)
-        if (refused := authorised(request)) is not None:
-            return refused
-        if not is_json(request.headers.get("content-type")):
-            return _json({"detail": f"send the body as {JSON}"}, 415)
-        try:
-            spec = load_body.validate_json(await request.body())
-        except ValidationError as exc:
-            return _json({"detail": one_line(exc)}, 422)
         if spec.slot not in service.variants or spec.slot == router.live:
             return _json({"detail": f"slot: {spec.slot!r} is not an idle slot "
                                     f"(slots {list(service.variants)}, live {router.live})"},
@@ -428,10 +410,8 @@ def create_app(deployment: Deployment, variants: dict[str, Variant], registry: R
                       "previous_version": old.scorer.version, "deployment": router.state()})
 
     @app.get("/admin/outcomes", summary="Outcomes per variant, from feedback (A/B)",
-             tags=["admin"], responses=admin_responses)
-    async def outcomes(request: Request) -> Response:
-        if (refused := authorised(request)) is not None:
-            return refused
+             tags=["admin"], responses=admin_responses, dependencies=[admin()])
+    async def outcomes() -> Response:
         from starlette.concurrency import run_in_threadpool
 
         from lifecycle.serving.registry import outcomes_by_variant
