@@ -283,12 +283,33 @@ def test_health_metadata_and_openapi_describe_the_bundle(api: Server, bundle):
     assert record["properties"]["tenure"]["maximum"] == 120
 
 
-def test_admin_endpoints_need_the_token(api: Server):
-    assert httpx.post(f"{api.url}/admin/switch").status_code == 401
-    wrong = httpx.post(f"{api.url}/admin/switch", headers={"Authorization": "Bearer nope"})
-    assert wrong.status_code == 401
+ADMIN_ROUTES = (("POST", "/admin/switch"), ("POST", "/admin/rollback"),
+                ("POST", "/admin/share"), ("POST", "/admin/load"), ("GET", "/admin/outcomes"))
+
+
+def test_admin_endpoints_need_the_token(api: Server, bundle: Path, tmp_path: Path):
+    """Every admin route, through the one dependency that guards them: 401 without the token or
+    with a wrong one (the body never read), counted by the metrics middleware like any route;
+    403 on a server started without a token."""
+    for method, path in ADMIN_ROUTES:
+        for headers in ({}, {"Authorization": "Bearer nope"}):
+            response = httpx.request(method, f"{api.url}{path}", headers=headers,
+                                     content=b"{not json" if method == "POST" else None)
+            assert response.status_code == 401, (path, response.text)
+            assert response.json()["detail"].startswith("missing or wrong admin token")
+    scraped = httpx.get(f"{api.url}/metrics").text
+    for _, path in ADMIN_ROUTES:
+        assert f'route="{path}",status="401"' in scraped.replace('method="POST",', "").replace(
+            'method="GET",', ""), path
     # a single deployment has no slots to switch: a clear 409, not a server error
     assert httpx.post(f"{api.url}/admin/switch", headers=api.admin()).status_code == 409
+    with Server("--bundle", str(bundle), cwd=tmp_path, admin_token=None,
+                registry=f"sqlite:///{tmp_path / 'registry.sqlite'}") as closed:
+        for method, path in ADMIN_ROUTES:
+            response = httpx.request(method, f"{closed.url}{path}",
+                                     headers={"Authorization": "Bearer x"})
+            assert response.status_code == 403, (path, response.text)
+            assert "admin endpoints are disabled" in response.json()["detail"]
 
 
 def test_admin_refuses_a_missing_token_before_it_reads_the_body(api: Server):
