@@ -25,7 +25,8 @@ from pathlib import Path
 
 import yaml
 from feedback_windows import ROOT, write_results  # bench/feedback_windows.py
-from serving import free_port, wait_ready  # bench/serving.py
+
+from tests.helpers_process import free_port, http_ok, stop_process, wait_ready  # noqa: E402
 
 STAGES = [  # as dvc.yaml runs them
     ["stages.collect", "--snapshot", "data/raw/snapshot.parquet", "--rejected",
@@ -59,14 +60,13 @@ def answers(where: Path, shift: str, customers: str, rows: int) -> Path:
         cwd=where, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     try:
-        wait_ready(f"http://127.0.0.1:{port}/health", server)
+        wait_ready(server, http_ok(f"http://127.0.0.1:{port}/health"), "server", timeout=120)
         python("-m", "lifecycle.monitoring.simulate", "--url", f"http://127.0.0.1:{port}",
                "--shift", shift, "--rows", str(rows), "--rate", "0", "--seed", "1",
                "--customers", customers, "--pool", str(ROOT / "data/processed/test.parquet"),
                "--contract", str(ROOT / "contract.yaml"), cwd=where)
     finally:
-        server.terminate()
-        server.wait()
+        stop_process(server)
     export = where / "predictions.parquet"
     python("-m", "lifecycle.serving", "export", "--registry", registry, "--output",
            str(export), cwd=where)
