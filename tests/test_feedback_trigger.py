@@ -12,7 +12,7 @@ def test_retrain_workflow_has_a_schedule_a_dispatch_and_runs_the_loop():
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "retrain.yml").read_text())
     on = workflow[True]  # YAML 1.1 reads the key `on` as a boolean
     assert on["schedule"][0]["cron"].count(" ") == 4
-    assert set(on["workflow_dispatch"]["inputs"]) == {"trigger", "train_on"}
+    assert set(on["workflow_dispatch"]["inputs"]) == {"trigger", "train_on", "mode"}
     steps = workflow["jobs"]["retrain"]["steps"]
     assert any("make feedback-loop" in step.get("run", "") for step in steps)
 
