@@ -33,13 +33,12 @@ from lifecycle.feedback.online_bundle import ready
 from lifecycle.packaging.runtime import load_bundle
 from lifecycle.serving.deploy import VariantSpec, fetch_bundle
 from tests.conftest import run
+from tests.helpers_feedback import feedback_cli, simulate
 from tests.helpers_serving import registry_rows
 from tests.helpers_stages import assert_one_error_line, run_stage_process, set_params
 from tests.test_feedback_e2e import (  # noqa: F401 - loop_repo: the fixture
-    feedback_cli,
     loop_repo,
     shifted_traffic_served,
-    simulate,
 )
 
 CHECKPOINT = Path("models/online/learner.json")
