@@ -68,6 +68,7 @@ class ServingMetrics:
         for collector in (process_collector.ProcessCollector,
                           platform_collector.PlatformCollector, gc_collector.GCCollector):
             collector(registry=self.registry)
+        self.variants = variants
         scorers = _scorers(variants())
         self.requests = Counter("serving_requests", "HTTP requests answered",
                                 ["route", "method", "status"], registry=self.registry)
@@ -85,6 +86,7 @@ class ServingMetrics:
         self._score_field = {name: "prediction" if scorer.task == "regression"
                              else "probability" for name, scorer in scorers.items()}
         self._score_of: dict[tuple[str, str], object] = {}
+        self._score_children()
         for reason in REJECT_REASONS:  # present at 0 from the start: rate() sees the first
             self.rejects.labels(reason)
         self.requests.labels(PREDICT, "POST", "200")  # and no traffic is a 0, not no series
@@ -117,8 +119,17 @@ class ServingMetrics:
                         child = self._score_of[key] = self.score.labels(*key)
                     child.observe(value)
 
+    def _score_children(self):
+        """Each loaded variant's score series, present at 0 before its first answer: rate()
+        then sees the first answers of a new bundle too (a series born at 10 shows no rate)."""
+        for name, scorer in _scorers(self.variants()).items():
+            key = (name, str(scorer.version))
+            if name in self._score_field and key not in self._score_of:
+                self._score_of[key] = self.score.labels(*key)
+
     def exposition(self) -> tuple[bytes, str]:
         """The text format Prometheus scrapes, and its content type."""
+        self._score_children()  # a reloaded bundle's series appears at its first scrape
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
